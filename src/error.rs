@@ -1,0 +1,132 @@
+//! The errors callers can match on.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::redirect::{FailCause, RetryCause};
+use crate::topology::TopologyError;
+
+/// Everything a shardlock call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument was rejected before anything was sent to Redis.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// No seed (nor any node known before) answered with a usable topology.
+    #[error("no node reachable: {}", NodeFailures(.0))]
+    NoNodeReachable(Vec<NodeFailure>),
+
+    /// A node refused our credentials.
+    #[error("authentication failed at {addr}: {message}")]
+    Auth {
+        /// The node, `host:port`.
+        addr: String,
+        /// What the server said.
+        message: String,
+    },
+
+    /// The request's deadline passed while it was being retried; `last`
+    /// names what kept it from succeeding.
+    #[error("deadline exceeded after {attempts} attempt(s) in {elapsed:?}; last: {last}")]
+    DeadlineExceeded {
+        /// Attempts made, the first one included.
+        attempts: u32,
+        /// Time from the first attempt until giving up.
+        elapsed: Duration,
+        /// The last retryable condition met.
+        last: RetryCause,
+    },
+
+    /// The server answered with an error that retrying does not cure.
+    #[error("server error: {code} {message}")]
+    Server {
+        /// The error code, e.g. `WRONGTYPE`.
+        code: String,
+        /// The rest of the error line.
+        message: String,
+    },
+
+    /// A reply was not what the protocol or the command promises.
+    #[error("unexpected reply: {0}")]
+    UnexpectedReply(String),
+
+    /// A topology reply could not be used.
+    #[error("topology: {0}")]
+    Topology(#[from] TopologyError),
+
+    /// A background task that this call depends on has stopped.
+    #[error("the {0} task has stopped")]
+    Stopped(&'static str),
+
+    /// Any other client-side failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Maps a non-retryable cause met at `addr` to the public error.
+    pub(crate) fn from_fail(cause: FailCause, addr: &str) -> Error {
+        match cause {
+            FailCause::Server { code, message } => Error::Server { code, message },
+            FailCause::Auth(message) => Error::Auth {
+                addr: addr.to_owned(),
+                message,
+            },
+            FailCause::Protocol(m) => Error::UnexpectedReply(format!("from {addr}: {m}")),
+            FailCause::Other(m) => Error::Other(format!("{addr}: {m}")),
+        }
+    }
+}
+
+/// One node that could not be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFailure {
+    /// The node, `host:port`.
+    pub addr: String,
+    /// Why it could not be used.
+    pub cause: NodeFailureCause,
+}
+
+/// Why a node could not be used for a topology fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeFailureCause {
+    /// Retryable: refused, reset, timed out, loading, …
+    Unavailable(RetryCause),
+    /// It answered, but not as a Redis node that can serve us.
+    Failed(FailCause),
+    /// Its topology reply could not be used.
+    BadTopology(String),
+}
+
+impl fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.cause {
+            NodeFailureCause::Unavailable(c) => write!(f, "{}: {c}", self.addr),
+            NodeFailureCause::Failed(c) => write!(f, "{}: {c}", self.addr),
+            NodeFailureCause::BadTopology(m) => write!(f, "{}: bad topology: {m}", self.addr),
+        }
+    }
+}
+
+struct NodeFailures<'a>(&'a [NodeFailure]);
+
+impl fmt::Display for NodeFailures<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("no nodes to try");
+        }
+        for (i, failure) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

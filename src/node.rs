@@ -1,0 +1,203 @@
+//! Connections to nodes: one multiplexed connection per node, made lazily,
+//! replaced when it breaks, with capped jittered backoff between failed
+//! connection attempts.
+//!
+//! Invariants:
+//! - The fast path (a live connection exists) takes no lock: it loads an
+//!   `ArcSwapOption` and clones the connection handle.
+//! - At most one connection attempt per node runs at a time; callers that
+//!   arrive meanwhile wait for its outcome (bounded by their deadline) rather
+//!   than opening connections of their own.
+//! - After a failed attempt, callers fail fast with
+//!   [`RetryCause::NodeBackoff`] until the backoff delay has passed, so a dead
+//!   node costs one connection attempt per delay, not one per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisError};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::redirect::{Action, RetryCause, classify};
+
+/// A live connection as handed to callers; compare with `Arc::ptr_eq`.
+pub(crate) type Conn = Arc<MultiplexedConnection>;
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// Nothing tried: the node is in backoff after earlier failures.
+    Backoff,
+    /// The caller's deadline passed while connecting or waiting.
+    Deadline,
+    /// The connection attempt failed.
+    Failed(RedisError),
+    /// The address or settings cannot make a connection.
+    Invalid(String),
+}
+
+impl ConnectError {
+    /// What the router should do about it.
+    pub(crate) fn action(&self) -> Action {
+        match self {
+            ConnectError::Backoff => Action::Refresh(RetryCause::NodeBackoff),
+            ConnectError::Deadline => Action::Refresh(RetryCause::TimedOut),
+            ConnectError::Failed(e) => classify(&Err(e.clone())),
+            ConnectError::Invalid(m) => Action::Fail(crate::redirect::FailCause::Other(m.clone())),
+        }
+    }
+}
+
+/// Every node this client has talked to, by `host:port`.
+///
+/// Reads (one per request) load an immutable map without locking; the
+/// rare insertions and removals copy it under `writer`.
+pub(crate) struct NodePool {
+    config: Arc<Config>,
+    nodes: ArcSwap<HashMap<Arc<str>, Arc<Node>>>,
+    writer: Mutex<()>,
+}
+
+impl NodePool {
+    pub(crate) fn new(config: Arc<Config>) -> NodePool {
+        NodePool {
+            config,
+            nodes: ArcSwap::from_pointee(HashMap::new()),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// The node at `addr`, created (unconnected) on first use.
+    pub(crate) fn node(&self, addr: &str) -> Arc<Node> {
+        if let Some(node) = self.nodes.load().get(addr) {
+            return node.clone();
+        }
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.nodes.load_full();
+        if let Some(node) = current.get(addr) {
+            return node.clone();
+        }
+        let node = Arc::new(Node::new(addr.into(), self.config.clone()));
+        let mut next = HashMap::clone(&current);
+        next.insert(node.addr.clone(), node.clone());
+        self.nodes.store(Arc::new(next));
+        node
+    }
+
+    /// Forgets nodes for which `keep` is false; their connections close
+    /// once in-flight requests holding them finish.
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.nodes.load_full();
+        if current.keys().all(|addr| keep(addr)) {
+            return;
+        }
+        let mut next = HashMap::clone(&current);
+        next.retain(|addr, _| keep(addr));
+        self.nodes.store(Arc::new(next));
+    }
+
+    /// Number of nodes known, connected or not.
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.load().len()
+    }
+}
+
+/// One node: its live connection, if any, and its reconnect state.
+pub(crate) struct Node {
+    addr: Arc<str>,
+    config: Arc<Config>,
+    conn: ArcSwapOption<MultiplexedConnection>,
+    /// Held only by the one caller making a connection attempt.
+    gate: tokio::sync::Mutex<Reconnect>,
+}
+
+#[derive(Default)]
+struct Reconnect {
+    /// Consecutive failed attempts.
+    failures: u32,
+    /// No attempt before this instant.
+    not_before: Option<Instant>,
+}
+
+impl Node {
+    fn new(addr: Arc<str>, config: Arc<Config>) -> Node {
+        Node {
+            addr,
+            config,
+            conn: ArcSwapOption::empty(),
+            gate: tokio::sync::Mutex::new(Reconnect::default()),
+        }
+    }
+
+    /// A live connection, connecting first if there is none.
+    pub(crate) async fn connection(&self, deadline: Instant) -> Result<Conn, ConnectError> {
+        if let Some(conn) = self.conn.load_full() {
+            return Ok(conn);
+        }
+        let mut gate = tokio::time::timeout_at(deadline, self.gate.lock())
+            .await
+            .map_err(|_| ConnectError::Deadline)?;
+        // Someone else may have connected while we waited for the gate.
+        if let Some(conn) = self.conn.load_full() {
+            return Ok(conn);
+        }
+        if gate.not_before.is_some_and(|t| Instant::now() < t) {
+            return Err(ConnectError::Backoff);
+        }
+        let attempt_deadline = deadline.min(Instant::now() + self.config.connect_timeout);
+        match tokio::time::timeout_at(attempt_deadline, self.connect()).await {
+            Ok(Ok(conn)) => {
+                let conn = Arc::new(conn);
+                self.conn.store(Some(conn.clone()));
+                *gate = Reconnect::default();
+                crate::metrics::node_connected();
+                Ok(conn)
+            }
+            Ok(Err(e)) => {
+                self.note_failure(&mut gate);
+                Err(e)
+            }
+            Err(_) => {
+                self.note_failure(&mut gate);
+                Err(ConnectError::Failed(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect to {} timed out", self.addr),
+                ))))
+            }
+        }
+    }
+
+    fn note_failure(&self, gate: &mut Reconnect) {
+        let delay = self.config.reconnect_backoff.delay(gate.failures);
+        gate.failures = gate.failures.saturating_add(1);
+        gate.not_before = Some(Instant::now() + delay);
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, ConnectError> {
+        let info = self
+            .config
+            .connection_info(&self.addr)
+            .map_err(|e| ConnectError::Invalid(e.to_string()))?;
+        let client = redis::Client::open(info).map_err(ConnectError::Failed)?;
+        let settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(self.config.response_timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await
+            .map_err(ConnectError::Failed)
+    }
+
+    /// Drops `broken` so the next caller reconnects; a newer connection
+    /// made meanwhile by another caller is kept.
+    pub(crate) fn discard(&self, broken: &Conn) {
+        let current = self.conn.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, broken)) {
+            self.conn.compare_and_swap(&*current, None);
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The router: slot → node → send, then act on [`classify`]'s decision,
+//! retrying within the caller's deadline.
+//!
+//! Invariants:
+//! - The slot map is read with one `ArcSwap` load per attempt and never
+//!   held across an `.await`; only the refresher and MOVED patches store.
+//! - The snapshot may be stale: MOVED repairs it (a patch for that slot plus
+//!   a hint to the refresher), ASK is obeyed for one attempt only.
+//! - Every retry is bounded by the deadline; when it passes the caller gets
+//!   [`Error::DeadlineExceeded`] naming the last cause. Requests may be sent
+//!   more than once, so they must be idempotent (see [`Request`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use redis::Value;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::node::{ConnectError, NodePool};
+use crate::redirect::{Action, FailCause, RetryCause, classify};
+use crate::refresh::RefreshHandle;
+use crate::request::Request;
+use crate::stats::Counters;
+use crate::topology::Topology;
+
+/// Consecutive redirects after which the router also backs off (a slot
+/// bouncing between nodes that disagree, e.g. mid-failover).
+const REDIRECTS_BEFORE_BACKOFF: u32 = 8;
+
+/// Routing state shared by the router, its clones and the refresher worker.
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) topology: ArcSwap<Topology>,
+    pub(crate) nodes: NodePool,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    /// Installs a fetched snapshot unless it equals the current one; returns
+    /// the version in use afterwards. Forgets nodes that are neither in the
+    /// new map nor seeds.
+    pub(crate) fn install(&self, fetched: Topology) -> u64 {
+        let mut version = 0;
+        self.topology.rcu(|current| {
+            let same = fetched.clone().with_version(current.version());
+            if same == **current {
+                version = current.version();
+                current.clone()
+            } else {
+                version = current.version() + 1;
+                Arc::new(same.with_version(version))
+            }
+        });
+        let topology = self.topology.load();
+        let keep: HashSet<&str> = topology
+            .nodes()
+            .map(|n| n.addr().as_ref())
+            .chain(self.config.seeds.iter().map(String::as_str))
+            .collect();
+        self.nodes.retain(|addr| keep.contains(addr));
+        version
+    }
+
+    /// Points `slot` at `addr` after a MOVED; false if it already was.
+    fn patch_moved(&self, slot: u16, addr: &str) -> bool {
+        let mut patched = false;
+        self.topology.rcu(|current| match current.with_slot_moved(slot, addr) {
+            Some(next) => {
+                patched = true;
+                Arc::new(next)
+            }
+            None => {
+                patched = false;
+                current.clone()
+            }
+        });
+        if patched {
+            crate::metrics::topology_version(self.topology.load().version());
+        }
+        patched
+    }
+}
+
+/// Sends requests to the node that serves their slot.
+pub(crate) struct Router {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) refresher: RefreshHandle,
+}
+
+/// How one attempt ended.
+enum Outcome {
+    Replies(std::result::Result<Vec<Value>, redis::RedisError>),
+    NoConnection(ConnectError),
+}
+
+impl Router {
+    /// Runs `request` against the owner of `slot` until it succeeds, fails
+    /// for good, or `deadline` passes.
+    pub(crate) async fn execute(
+        &self,
+        slot: u16,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Vec<Value>> {
+        if request.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counters = &self.shared.counters;
+        let started = Instant::now();
+        let mut attempts: u32 = 0;
+        let mut backoffs: u32 = 0;
+        let mut redirects: u32 = 0;
+        let mut ask_target: Option<Arc<str>> = None;
+        let mut eval = false;
+        let mut last = RetryCause::TimedOut;
+        loop {
+            if attempts > 0 && Instant::now() >= deadline {
+                Counters::bump(&counters.deadlines_exceeded);
+                crate::metrics::final_error("deadline");
+                return Err(Error::DeadlineExceeded {
+                    attempts,
+                    elapsed: started.elapsed(),
+                    last,
+                });
+            }
+            attempts += 1;
+            let asking = ask_target.is_some();
+            let addr = match ask_target.take() {
+                Some(addr) => addr,
+                None => match self.shared.topology.load().primary_of_slot(slot) {
+                    Some(node) => node.addr().clone(),
+                    None => {
+                        last = RetryCause::SlotUnassigned;
+                        self.refresher.request(counters)?;
+                        self.back_off(&mut backoffs, deadline).await;
+                        continue;
+                    }
+                },
+            };
+
+            let action = match self.attempt(&addr, request, asking, eval, deadline).await {
+                Outcome::Replies(result) => match classify(&result) {
+                    Action::Done => {
+                        let replies = result.unwrap_or_default();
+                        return Ok(if asking { strip_asking(replies) } else { replies });
+                    }
+                    other => other,
+                },
+                Outcome::NoConnection(e) => e.action(),
+            };
+            match action {
+                Action::Done => unreachable!("handled above"),
+                Action::Moved { slot: moved, addr: to } => {
+                    Counters::bump(&counters.moved);
+                    crate::metrics::redirect("moved");
+                    last = RetryCause::Moved;
+                    let to = with_host_of(&to, &addr);
+                    if self.shared.patch_moved(moved, &to) {
+                        self.refresher.request(counters)?;
+                    }
+                    redirects += 1;
+                    if redirects > REDIRECTS_BEFORE_BACKOFF {
+                        self.back_off(&mut backoffs, deadline).await;
+                    }
+                }
+                Action::Ask { addr: to, .. } => {
+                    Counters::bump(&counters.ask);
+                    crate::metrics::redirect("ask");
+                    last = RetryCause::Ask;
+                    ask_target = Some(with_host_of(&to, &addr).into());
+                    redirects += 1;
+                    if redirects > REDIRECTS_BEFORE_BACKOFF {
+                        self.back_off(&mut backoffs, deadline).await;
+                    }
+                }
+                Action::TryAgain => {
+                    Counters::bump(&counters.try_again);
+                    crate::metrics::retryable_error(&RetryCause::TryAgain);
+                    last = RetryCause::TryAgain;
+                    self.back_off(&mut backoffs, deadline).await;
+                }
+                Action::Refresh(cause) => {
+                    Counters::bump(&counters.retryable_errors);
+                    crate::metrics::retryable_error(&cause);
+                    self.refresher.request(counters)?;
+                    last = cause;
+                    self.back_off(&mut backoffs, deadline).await;
+                }
+                Action::NoScript if !eval => {
+                    Counters::bump(&counters.noscript);
+                    eval = true;
+                }
+                Action::NoScript => {
+                    crate::metrics::final_error("protocol");
+                    return Err(Error::UnexpectedReply(format!(
+                        "{addr} answered NOSCRIPT to EVAL"
+                    )));
+                }
+                Action::Fail(cause) => {
+                    crate::metrics::final_error(match &cause {
+                        FailCause::Server { .. } => "server",
+                        FailCause::Auth(_) => "auth",
+                        FailCause::Protocol(_) => "protocol",
+                        FailCause::Other(_) => "other",
+                    });
+                    return Err(Error::from_fail(cause, &addr));
+                }
+            }
+        }
+    }
+
+    /// One send to `addr`, cut at the deadline.
+    async fn attempt(
+        &self,
+        addr: &str,
+        request: &Request,
+        asking: bool,
+        eval: bool,
+        deadline: Instant,
+    ) -> Outcome {
+        let node = self.shared.nodes.node(addr);
+        let conn = match node.connection(deadline).await {
+            Ok(conn) => conn,
+            Err(e) => return Outcome::NoConnection(e),
+        };
+        let pipeline = request.attempt(asking, eval);
+        let mut sender = (*conn).clone();
+        let sent = sender.send_packed_commands(&pipeline, 0, pipeline.len());
+        let result = match tokio::time::timeout_at(deadline, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "deadline passed while waiting for the reply",
+            ))),
+        };
+        if let Err(e) = &result
+            && (e.is_unrecoverable_error() || e.is_connection_dropped())
+        {
+            node.discard(&conn);
+        }
+        Outcome::Replies(result)
+    }
+
+    /// Sleeps the next backoff delay, never past the deadline.
+    async fn back_off(&self, backoffs: &mut u32, deadline: Instant) {
+        let delay = self.shared.config.retry_backoff.delay(*backoffs);
+        *backoffs = backoffs.saturating_add(1);
+        tokio::time::sleep_until(deadline.min(Instant::now() + delay)).await;
+    }
+}
+
+/// Drops the replies to `ASKING` (every even position).
+fn strip_asking(replies: Vec<Value>) -> Vec<Value> {
+    replies.into_iter().skip(1).step_by(2).collect()
+}
+
+/// A redirect to `":port"` (a node that does not know its own address)
+/// means the host of the node that sent it.
+fn with_host_of(to: &str, from: &str) -> String {
+    match (to.strip_prefix(':'), from.rsplit_once(':')) {
+        (Some(port), Some((host, _))) => format!("{host}:{port}"),
+        _ => to.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ASKING replies are dropped, the command replies kept in order.
+    #[test]
+    fn strip_asking_keeps_odd_positions() {
+        let v = |i| Value::Int(i);
+        assert_eq!(
+            strip_asking(vec![Value::Okay, v(1), Value::Okay, v(2)]),
+            vec![v(1), v(2)]
+        );
+        assert_eq!(strip_asking(vec![]), vec![]);
+    }
+
+    /// Empty-host redirects take the host of the node that sent them.
+    #[test]
+    fn empty_host_redirects() {
+        assert_eq!(with_host_of(":7001", "10.0.0.5:7000"), "10.0.0.5:7001");
+        assert_eq!(with_host_of("10.0.0.6:7001", "10.0.0.5:7000"), "10.0.0.6:7001");
+    }
+}

@@ -157,7 +157,10 @@ mod tests {
         c.add_seed("redis://127.0.0.1:7000").unwrap();
         c.add_seed("localhost:7001").unwrap();
         c.add_seed("redis://alice:s3cret@10.0.0.1:7002").unwrap();
-        assert_eq!(c.seeds, ["127.0.0.1:7000", "localhost:7001", "10.0.0.1:7002"]);
+        assert_eq!(
+            c.seeds,
+            ["127.0.0.1:7000", "localhost:7001", "10.0.0.1:7002"]
+        );
         assert_eq!(c.username.as_deref(), Some("alice"));
         assert_eq!(c.password.as_deref(), Some("s3cret"));
     }
@@ -193,7 +196,10 @@ mod tests {
     #[test]
     fn split_addr_table() {
         assert_eq!(split_addr("127.0.0.1:7000").unwrap(), ("127.0.0.1", 7000));
-        assert_eq!(split_addr("redis-0.svc:6379").unwrap(), ("redis-0.svc", 6379));
+        assert_eq!(
+            split_addr("redis-0.svc:6379").unwrap(),
+            ("redis-0.svc", 6379)
+        );
         assert_eq!(split_addr("[::1]:7000").unwrap(), ("::1", 7000));
         for bad in ["", ":7000", "host", "host:", "host:0", "host:70000"] {
             assert!(split_addr(bad).is_err(), "{bad:?}");

@@ -252,7 +252,10 @@ mod tests {
         let table: &[(&str, Action)] = &[
             ("-MOVED 3999 127.0.0.1:6381", moved(3999, "127.0.0.1:6381")),
             ("-MOVED 0 10.0.0.1:7000\r\n", moved(0, "10.0.0.1:7000")),
-            ("MOVED 16383 redis-0.svc:6379", moved(16383, "redis-0.svc:6379")),
+            (
+                "MOVED 16383 redis-0.svc:6379",
+                moved(16383, "redis-0.svc:6379"),
+            ),
             ("-MOVED 12182 :7001", moved(12182, ":7001")),
             ("-MOVED 866 ::1:7002", moved(866, "::1:7002")),
             ("-ASK 3999 127.0.0.1:6381", ask(3999, "127.0.0.1:6381")),
@@ -356,7 +359,10 @@ mod tests {
         let moved = redis::Value::ServerError(server_error("MOVED 7 127.0.0.1:7001"));
         let ask = redis::Value::ServerError(server_error("ASK 7 127.0.0.1:7002"));
         let ok = redis::Value::Okay;
-        assert_eq!(classify(&Ok(vec![ok.clone(), redis::Value::Nil])), Action::Done);
+        assert_eq!(
+            classify(&Ok(vec![ok.clone(), redis::Value::Nil])),
+            Action::Done
+        );
         assert_eq!(classify(&Ok(vec![])), Action::Done);
         assert_eq!(
             classify(&Ok(vec![ok.clone(), ask.clone(), moved.clone()])),
@@ -378,7 +384,10 @@ mod tests {
     #[test]
     fn transport_failures_table() {
         let table = [
-            (io::ErrorKind::ConnectionRefused, RetryCause::ConnectionRefused),
+            (
+                io::ErrorKind::ConnectionRefused,
+                RetryCause::ConnectionRefused,
+            ),
             (io::ErrorKind::ConnectionReset, RetryCause::ConnectionLost),
             (io::ErrorKind::BrokenPipe, RetryCause::ConnectionLost),
             (io::ErrorKind::UnexpectedEof, RetryCause::ConnectionLost),

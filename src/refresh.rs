@@ -86,7 +86,11 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> RefreshHandle {
     }
 }
 
-async fn run(shared: Arc<Shared>, mut hints: mpsc::Receiver<()>, progress: watch::Sender<Progress>) {
+async fn run(
+    shared: Arc<Shared>,
+    mut hints: mpsc::Receiver<()>,
+    progress: watch::Sender<Progress>,
+) {
     let config = shared.config.clone();
     let mut next_periodic = Instant::now() + config.refresh_interval;
     let mut last_fetch: Option<Instant> = None;
@@ -202,7 +206,10 @@ async fn fetch_from(
     }
     let value = match reply {
         Ok(Value::ServerError(e)) => {
-            return Err(failure(classify_error(e.code(), e.details().unwrap_or_default())));
+            return Err(failure(classify_error(
+                e.code(),
+                e.details().unwrap_or_default(),
+            )));
         }
         Ok(value) => value,
         Err(e) => {

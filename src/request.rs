@@ -135,9 +135,15 @@ mod tests {
     /// Plain attempts send the request as built; ASK puts ASKING before each command.
     #[test]
     fn asking_interleaves() {
-        let r = Request::pipeline([redis::cmd("GET").arg("a").clone(), redis::cmd("PING").clone()]);
+        let r = Request::pipeline([
+            redis::cmd("GET").arg("a").clone(),
+            redis::cmd("PING").clone(),
+        ]);
         assert!(matches!(r.attempt(false, false), Cow::Borrowed(_)));
-        assert_eq!(packed(&r.attempt(false, false)), "*2 $3 GET $1 a *1 $4 PING ");
+        assert_eq!(
+            packed(&r.attempt(false, false)),
+            "*2 $3 GET $1 a *1 $4 PING "
+        );
         assert_eq!(
             packed(&r.attempt(true, false)),
             "*1 $6 ASKING *2 $3 GET $1 a *1 $6 ASKING *1 $4 PING "

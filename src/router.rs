@@ -67,16 +67,17 @@ impl Shared {
     /// Points `slot` at `addr` after a MOVED; false if it already was.
     fn patch_moved(&self, slot: u16, addr: &str) -> bool {
         let mut patched = false;
-        self.topology.rcu(|current| match current.with_slot_moved(slot, addr) {
-            Some(next) => {
-                patched = true;
-                Arc::new(next)
-            }
-            None => {
-                patched = false;
-                current.clone()
-            }
-        });
+        self.topology
+            .rcu(|current| match current.with_slot_moved(slot, addr) {
+                Some(next) => {
+                    patched = true;
+                    Arc::new(next)
+                }
+                None => {
+                    patched = false;
+                    current.clone()
+                }
+            });
         if patched {
             crate::metrics::topology_version(self.topology.load().version());
         }
@@ -145,7 +146,11 @@ impl Router {
                 Outcome::Replies(result) => match classify(&result) {
                     Action::Done => {
                         let replies = result.unwrap_or_default();
-                        return Ok(if asking { strip_asking(replies) } else { replies });
+                        return Ok(if asking {
+                            strip_asking(replies)
+                        } else {
+                            replies
+                        });
                     }
                     other => other,
                 },
@@ -153,7 +158,10 @@ impl Router {
             };
             match action {
                 Action::Done => unreachable!("handled above"),
-                Action::Moved { slot: moved, addr: to } => {
+                Action::Moved {
+                    slot: moved,
+                    addr: to,
+                } => {
                     Counters::bump(&counters.moved);
                     crate::metrics::redirect("moved");
                     last = RetryCause::Moved;
@@ -285,6 +293,9 @@ mod tests {
     #[test]
     fn empty_host_redirects() {
         assert_eq!(with_host_of(":7001", "10.0.0.5:7000"), "10.0.0.5:7001");
-        assert_eq!(with_host_of("10.0.0.6:7001", "10.0.0.5:7000"), "10.0.0.6:7001");
+        assert_eq!(
+            with_host_of("10.0.0.6:7001", "10.0.0.5:7000"),
+            "10.0.0.6:7001"
+        );
     }
 }

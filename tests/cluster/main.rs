@@ -1,0 +1,12 @@
+//! Integration tests against real local redis-server clusters started by
+//! `shardlock::testkit`. Each test says in its doc line what it proves.
+
+mod bad_input;
+mod deadline;
+mod failover;
+mod metrics;
+mod migration;
+mod refresh;
+mod routing;
+mod standalone;
+mod support;

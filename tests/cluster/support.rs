@@ -1,0 +1,44 @@
+//! Helpers shared by the cluster tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use shardlock::testkit::TestCluster;
+use shardlock::{Client, slot_tag};
+use tokio::time::Instant;
+
+/// A client for `cluster` with test-friendly settings: periodic refresh
+/// effectively off (tests trigger refreshes themselves), generous deadline.
+pub async fn client(cluster: &TestCluster) -> Client {
+    Client::builder()
+        .seeds(cluster.seeds())
+        .refresh_interval(Duration::from_secs(3600))
+        .request_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .expect("client builds against the test cluster")
+}
+
+/// A key that lives in `slot`.
+pub fn key_in(slot: u16, name: &str) -> String {
+    format!("{{{}}}:{name}", slot_tag(slot))
+}
+
+/// Polls `condition` until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

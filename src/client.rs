@@ -102,7 +102,7 @@ impl ClientBuilder {
         self.config.validate()?;
         let config = Arc::new(self.config);
         let nodes = NodePool::new(config.clone());
-        let topology = match refresh::fetch(&config, &nodes, None).await {
+        let topology = match refresh::fetch(&config, &nodes, None, 0).await {
             Ok(topology) => topology,
             Err(failures) => {
                 let auth = failures.iter().find_map(|f| match &f.cause {
@@ -191,7 +191,8 @@ impl Client {
     }
 
     /// Fetches the slot map now and waits for the fetch (bounded by the
-    /// request timeout).
+    /// request timeout). Fails with [`Error::NoNodeReachable`] when no node
+    /// gave a usable map; the map in use is then kept.
     pub async fn refresh(&self) -> Result<()> {
         let deadline = Instant::now() + self.router.shared.config.request_timeout;
         self.router

@@ -16,8 +16,6 @@
 //! complete one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
 
 use redis::Value;
 use tokio::sync::{mpsc, watch};
@@ -26,16 +24,19 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::error::{Error, NodeFailure, NodeFailureCause, Result};
 use crate::node::NodePool;
-use crate::redirect::{Action, classify, classify_error};
+use crate::redirect::{Action, RetryCause, classify, classify_error};
 use crate::router::Shared;
 use crate::stats::Counters;
 use crate::topology::Topology;
 
-/// Fetches started and completed, so callers can wait for a fresh one.
-#[derive(Clone, Copy, Debug, Default)]
+/// Fetches started and completed, so callers can wait for a fresh one,
+/// and how the latest completed fetch went.
+#[derive(Clone, Debug, Default)]
 struct Progress {
     started: u64,
     completed: u64,
+    /// `Some` when the latest completed fetch found no usable node.
+    failures: Option<Arc<[NodeFailure]>>,
 }
 
 /// The sending side: cheap to clone, sends hints, waits for fetches.
@@ -57,20 +58,28 @@ impl RefreshHandle {
     }
 
     /// Asks for a fetch and waits until one that started after this call
-    /// has completed (successfully or not).
+    /// has completed; fails with the nodes' failures if that fetch found
+    /// no usable node.
     pub(crate) async fn refresh_now(&self, counters: &Counters, deadline: Instant) -> Result<()> {
+        let called = Instant::now();
         let mut progress = self.progress.clone();
         let started_before = progress.borrow_and_update().started;
         self.request(counters)?;
         let wait = progress.wait_for(|p| p.completed > started_before);
-        match tokio::time::timeout_at(deadline, wait).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Error::Stopped("topology refresher")),
-            Err(_) => Err(Error::DeadlineExceeded {
-                attempts: 1,
-                elapsed: Duration::ZERO,
-                last: crate::redirect::RetryCause::TimedOut,
-            }),
+        let failures = match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(done)) => done.failures.clone(),
+            Ok(Err(_)) => return Err(Error::Stopped("topology refresher")),
+            Err(_) => {
+                return Err(Error::DeadlineExceeded {
+                    attempts: 1,
+                    elapsed: called.elapsed(),
+                    last: RetryCause::TimedOut,
+                });
+            }
+        };
+        match failures {
+            None => Ok(()),
+            Some(failures) => Err(Error::NoNodeReachable(failures.to_vec())),
         }
     }
 }
@@ -94,6 +103,7 @@ async fn run(
     let config = shared.config.clone();
     let mut next_periodic = Instant::now() + config.refresh_interval;
     let mut last_fetch: Option<Instant> = None;
+    let mut rotation: usize = 0;
     loop {
         tokio::select! {
             hint = hints.recv() => if hint.is_none() { return },
@@ -106,49 +116,53 @@ async fn run(
         while hints.try_recv().is_ok() {}
         progress.send_modify(|p| p.started += 1);
         let current = shared.topology.load_full();
-        match fetch(&config, &shared.nodes, Some(&current)).await {
+        rotation = rotation.wrapping_add(1);
+        let failures = match fetch(&config, &shared.nodes, Some(&current), rotation).await {
             Ok(topology) => {
                 let version = shared.install(topology);
                 Counters::bump(&shared.counters.refreshes);
                 crate::metrics::topology_refresh(true, version);
+                None
             }
             Err(failures) => {
                 Counters::bump(&shared.counters.refresh_failures);
                 crate::metrics::topology_refresh(false, 0);
                 tracing::warn!(
-                    error = %Error::NoNodeReachable(failures),
+                    error = %Error::NoNodeReachable(failures.clone()),
                     "topology refresh failed; keeping the current slot map"
                 );
+                Some(Arc::from(failures))
             }
-        }
-        progress.send_modify(|p| p.completed += 1);
+        };
+        progress.send_modify(|p| {
+            p.completed += 1;
+            p.failures = failures;
+        });
         let now = Instant::now();
         last_fetch = Some(now);
         next_periodic = now + config.refresh_interval;
     }
 }
 
-/// Rotates the first node asked, so fetches spread over the cluster.
-static ROTATION: AtomicUsize = AtomicUsize::new(0);
-
-/// Asks the nodes of `current`, then the seeds, for the slot map.
+/// Asks the nodes of `current`, then the seeds, for the slot map. The
+/// primaries are asked first, starting at `rotation` (mod their number), so
+/// successive fetches spread over the cluster.
 pub(crate) async fn fetch(
     config: &Config,
     nodes: &NodePool,
     current: Option<&Topology>,
+    rotation: usize,
 ) -> Result<Topology, Vec<NodeFailure>> {
     let mut candidates: Vec<String> = Vec::new();
     if let Some(current) = current {
-        let known: Vec<&str> = current.nodes().map(|n| n.addr().as_ref()).collect();
-        if !known.is_empty() {
-            let start = ROTATION.fetch_add(1, Relaxed) % known.len();
-            let primaries = current.shards().len().min(known.len());
-            // Primaries first (rotated), then replicas.
-            for i in 0..primaries {
-                candidates.push(known[(start + i) % primaries].to_owned());
-            }
-            candidates.extend(known[primaries..].iter().map(|s| (*s).to_owned()));
-        }
+        // Primaries first (rotated), then replicas; nodes the cluster
+        // reports as failing go last.
+        let shards = current.shards();
+        let primaries = (0..shards.len()).map(|i| shards[(rotation + i) % shards.len()].primary());
+        let replicas = shards.iter().flat_map(|s| s.replicas());
+        let (healthy, failing): (Vec<_>, Vec<_>) =
+            primaries.chain(replicas).partition(|n| n.is_healthy());
+        candidates.extend(healthy.iter().chain(&failing).map(|n| n.addr().to_string()));
     }
     for seed in &config.seeds {
         if !candidates.contains(seed) {

@@ -1,7 +1,7 @@
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use shardlock::testkit::TestCluster;
 
-use crate::support::{client, key_in};
+use crate::support::{client, key_in, source_and_other};
 
 /// A recorded counter: name, labels, value.
 type Counter = (String, Vec<(String, String)>, u64);
@@ -24,14 +24,7 @@ fn routing_events_are_recorded() {
             let client = client(&cluster).await;
             let slot = 1234;
             let key = key_in(slot, "m");
-            let source = cluster.primary_of_slot(slot).await.unwrap();
-            let target = cluster
-                .primaries()
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|p| *p != source)
-                .unwrap();
+            let (_, target) = source_and_other(&cluster, slot).await;
             cluster.migrate_slot(slot, &target).await.unwrap();
             let _: () = client
                 .query(&key, redis::cmd("SET").arg(&key).arg(1).clone())

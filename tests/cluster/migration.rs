@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shardlock::testkit::TestCluster;
 
-use crate::support::{client, key_in, wait_until};
+use crate::support::{client, key_in, source_and_other, wait_until};
 
 const TASKS: usize = 32;
 const KEYS: usize = 64;
@@ -18,14 +18,7 @@ async fn live_migration_loses_no_command() {
     let cluster = TestCluster::start().await.unwrap();
     let client = client(&cluster).await;
     let slot = 4242;
-    let source = cluster.primary_of_slot(slot).await.unwrap();
-    let target = cluster
-        .primaries()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| *p != source)
-        .unwrap();
+    let (_, target) = source_and_other(&cluster, slot).await;
     for i in 0..KEYS {
         let key = key_in(slot, &format!("k{i}"));
         let _: () = client

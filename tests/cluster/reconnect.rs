@@ -6,7 +6,8 @@ use tokio::time::Instant;
 
 /// A node that dies and comes back on the same address is reconnected:
 /// while it is down, requests end with DeadlineExceeded naming the lost or
-/// refused connection; after the restart they succeed on a new connection.
+/// refused connection and a refresh fails with NoNodeReachable; after the
+/// restart requests succeed on a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_is_reconnected() {
     let server = StandaloneServer::start().await.unwrap();
@@ -36,6 +37,13 @@ async fn restarted_node_is_reconnected() {
         ),
         other => panic!("expected DeadlineExceeded while the node is down, got {other:?}"),
     }
+
+    // With no node left to ask, a refresh fails by name and keeps the map.
+    match client.refresh().await {
+        Err(Error::NoNodeReachable(failures)) => assert_eq!(failures.len(), 1, "{failures:?}"),
+        other => panic!("expected NoNodeReachable, got {other:?}"),
+    }
+    assert!(client.topology().is_standalone());
 
     server.restart().await.unwrap();
     assert_eq!(

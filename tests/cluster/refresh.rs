@@ -4,7 +4,7 @@ use futures::future::join_all;
 use shardlock::testkit::TestCluster;
 use shardlock::{Client, Request, key_slot};
 
-use crate::support::{client, key_in, wait_until};
+use crate::support::{client, key_in, source_and_other, wait_until};
 
 /// A burst of MOVED replies (10,000 concurrent requests for a slot that
 /// moved behind the client's back) costs one or two topology fetches, not
@@ -23,14 +23,7 @@ async fn moved_burst_is_single_flight() {
         .await
         .unwrap();
     let slot = 777;
-    let source = cluster.primary_of_slot(slot).await.unwrap();
-    let target = cluster
-        .primaries()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| *p != source)
-        .unwrap();
+    let (_, target) = source_and_other(&cluster, slot).await;
     let key = key_in(slot, "burst");
     let _: () = client
         .query(&key, redis::cmd("SET").arg(&key).arg("v").clone())
@@ -120,14 +113,7 @@ async fn periodic_refresh_follows_changes() {
         .await
         .unwrap();
     let slot = 9000;
-    let source = cluster.primary_of_slot(slot).await.unwrap();
-    let target = cluster
-        .primaries()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|p| *p != source)
-        .unwrap();
+    let (_, target) = source_and_other(&cluster, slot).await;
     let version = client.stats().topology_version;
     cluster.migrate_slot(slot, &target).await.unwrap();
     wait_until(

@@ -42,3 +42,16 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The primary serving `slot` now, and another primary (a migration target).
+pub async fn source_and_other(cluster: &TestCluster, slot: u16) -> (String, String) {
+    let source = cluster.primary_of_slot(slot).await.unwrap();
+    let other = cluster
+        .primaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| *p != source)
+        .expect("the cluster has a second primary");
+    (source, other)
+}

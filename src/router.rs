@@ -142,6 +142,7 @@ impl Router {
                 },
             };
 
+            Counters::bump(&counters.attempts);
             let action = match self.attempt(&addr, request, asking, eval, deadline).await {
                 Outcome::Replies(result) => match classify(&result) {
                     Action::Done => {

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouterStats {
+    /// Attempts sent to a node (first tries and retries).
+    pub attempts: u64,
     /// `MOVED` replies met.
     pub moved: u64,
     /// `ASK` replies met.
@@ -35,6 +37,7 @@ pub struct RouterStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
+    pub(crate) attempts: AtomicU64,
     pub(crate) moved: AtomicU64,
     pub(crate) ask: AtomicU64,
     pub(crate) try_again: AtomicU64,
@@ -53,6 +56,7 @@ impl Counters {
 
     pub(crate) fn snapshot(&self, topology_version: u64) -> RouterStats {
         RouterStats {
+            attempts: self.attempts.load(Relaxed),
             moved: self.moved.load(Relaxed),
             ask: self.ask.load(Relaxed),
             try_again: self.try_again.load(Relaxed),

@@ -206,6 +206,20 @@ impl Client {
         self.router.refresher.request(&self.router.shared.counters)
     }
 
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The response timeout of one attempt.
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.router.shared.config.response_timeout
+    }
+
+    /// The default request timeout.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.router.shared.config.request_timeout
+    }
+
     /// Number of nodes with a connection handle (connected or not).
     pub fn known_nodes(&self) -> usize {
         self.router.shared.nodes.len()

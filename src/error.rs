@@ -14,6 +14,31 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// The lock is held by someone else and the request did not wait.
+    #[error("the lock is held by another holder")]
+    Contended,
+
+    /// The lock stayed held by someone else for the whole wait.
+    #[error("the lock stayed held by another holder for {waited:?}")]
+    Timeout {
+        /// How long the request waited.
+        waited: Duration,
+    },
+
+    /// The lease is no longer held: it expired, was lost, or was released.
+    #[error("the lease is not held (expired, lost or already released)")]
+    NotHeld,
+
+    /// The lease was taken but fewer replicas than asked acknowledged it in
+    /// time; it has been released again.
+    #[error("only {acked} of {wanted} replicas acknowledged the lease in time; it was released")]
+    ReplicationTimeout {
+        /// Replicas that acknowledged.
+        acked: u64,
+        /// Replicas asked for.
+        wanted: u64,
+    },
+
     /// No seed (nor any node known before) answered with a usable topology.
     #[error("no node reachable: {}", NodeFailures(.0))]
     NoNodeReachable(Vec<NodeFailure>),

@@ -80,6 +80,12 @@ impl Request {
         request
     }
 
+    /// The same request with `cmd` sent after it, in the same write.
+    pub fn then(mut self, cmd: Cmd) -> Request {
+        self.pipeline.add_command(cmd);
+        self
+    }
+
     /// Number of replies this request produces.
     pub fn len(&self) -> usize {
         self.pipeline.len()
@@ -91,21 +97,21 @@ impl Request {
     }
 
     /// The pipeline for one attempt: `asking` puts `ASKING` before every
-    /// command (its reply is at the even positions); `eval` sends scripts by
-    /// source.
+    /// command (its reply is at the even positions); `eval` sends the script
+    /// (always the first command of a script request) by source.
     pub(crate) fn attempt(&self, asking: bool, eval: bool) -> Cow<'_, Pipeline> {
         let eval_source = self.script.as_deref().filter(|_| eval);
         if !asking && eval_source.is_none() {
             return Cow::Borrowed(&self.pipeline);
         }
         let mut pipeline = Pipeline::with_capacity(self.len() * 2);
-        for cmd in self.pipeline.cmd_iter() {
+        for (i, cmd) in self.pipeline.cmd_iter().enumerate() {
             if asking {
                 pipeline.add_command(redis::cmd("ASKING"));
             }
             match eval_source {
-                Some(source) => pipeline.add_command(as_eval(cmd, source)),
-                None => pipeline.add_command(cmd.clone()),
+                Some(source) if i == 0 => pipeline.add_command(as_eval(cmd, source)),
+                _ => pipeline.add_command(cmd.clone()),
             };
         }
         Cow::Owned(pipeline)
@@ -167,6 +173,11 @@ mod tests {
         assert_eq!(
             packed(&r.attempt(true, true)),
             "*1 $6 ASKING *6 $4 EVAL $8 return 1 $1 1 $1 k $1 v $1 w "
+        );
+        let r = r.then(redis::cmd("WAIT").arg(1).arg(100).clone());
+        assert_eq!(
+            packed(&r.attempt(false, true)),
+            "*6 $4 EVAL $8 return 1 $1 1 $1 k $1 v $1 w *3 $4 WAIT $1 1 $3 100 "
         );
     }
 }

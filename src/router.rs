@@ -230,14 +230,40 @@ impl Router {
         eval: bool,
         deadline: Instant,
     ) -> Outcome {
+        self.send_pipeline(addr, &request.attempt(asking, eval), deadline)
+            .await
+    }
+
+    /// Sends `pipeline` to the node at `addr` once, following nothing: the
+    /// replies come back as they are (error replies in place), for callers
+    /// that handle each command's fate themselves (batches over many slots).
+    pub(crate) async fn send_to_node(
+        &self,
+        addr: &str,
+        pipeline: &redis::Pipeline,
+        deadline: Instant,
+    ) -> std::result::Result<Vec<Value>, Action> {
+        Counters::bump(&self.shared.counters.attempts);
+        match self.send_pipeline(addr, pipeline, deadline).await {
+            Outcome::Replies(Ok(replies)) => Ok(replies),
+            Outcome::Replies(Err(e)) => Err(classify(&Err(e))),
+            Outcome::NoConnection(e) => Err(e.action()),
+        }
+    }
+
+    async fn send_pipeline(
+        &self,
+        addr: &str,
+        pipeline: &redis::Pipeline,
+        deadline: Instant,
+    ) -> Outcome {
         let node = self.shared.nodes.node(addr);
         let conn = match node.connection(deadline).await {
             Ok(conn) => conn,
             Err(e) => return Outcome::NoConnection(e),
         };
-        let pipeline = request.attempt(asking, eval);
         let mut sender = (*conn).clone();
-        let sent = sender.send_packed_commands(&pipeline, 0, pipeline.len());
+        let sent = sender.send_packed_commands(pipeline, 0, pipeline.len());
         let result = match tokio::time::timeout_at(deadline, sent).await {
             Ok(result) => result,
             Err(_) => Err(redis::RedisError::from(std::io::Error::new(

@@ -1,0 +1,214 @@
+//! [`LockGuard`]: a held lease, and the [`Lease`] record it shares with the
+//! renewal task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::manager::LockManager;
+use super::token::{FencingToken, lock_value};
+use crate::error::{Error, Result};
+use crate::scripts;
+
+const HELD: u8 = 0;
+const LOST: u8 = 1;
+const RELEASED: u8 = 2;
+
+/// One acquisition: what the renewal task and the guard both need. Kept
+/// small: a million of these are held at once in the memory benchmark.
+pub(crate) struct Lease {
+    /// The full key (namespace included).
+    pub(crate) key: Box<[u8]>,
+    pub(crate) slot: u16,
+    pub(crate) token: u128,
+    pub(crate) fence: Option<FencingToken>,
+    /// Current lease length in milliseconds (changed by `extend`).
+    ttl_ms: std::sync::atomic::AtomicU32,
+    state: AtomicU8,
+    lost: Notify,
+}
+
+impl Lease {
+    pub(crate) fn new(
+        key: Box<[u8]>,
+        slot: u16,
+        token: u128,
+        fence: Option<FencingToken>,
+        ttl: Duration,
+    ) -> Lease {
+        Lease {
+            key,
+            slot,
+            token,
+            fence,
+            ttl_ms: std::sync::atomic::AtomicU32::new(ttl_ms(ttl)),
+            state: AtomicU8::new(HELD),
+            lost: Notify::new(),
+        }
+    }
+
+    /// What the lock key holds while this lease is held.
+    pub(crate) fn value(&self) -> String {
+        lock_value(self.token, self.fence)
+    }
+
+    pub(crate) fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed).into())
+    }
+
+    pub(crate) fn set_ttl(&self, ttl: Duration) {
+        self.ttl_ms.store(ttl_ms(ttl), Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_held(&self) -> bool {
+        self.state.load(Ordering::Acquire) == HELD
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.state.load(Ordering::Acquire) == LOST
+    }
+
+    /// Held → lost; wakes every `lost()` waiter. False if it was not held.
+    pub(crate) fn mark_lost(&self) -> bool {
+        let changed = self
+            .state
+            .compare_exchange(HELD, LOST, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if changed {
+            self.lost.notify_waiters();
+            crate::metrics::lease_lost();
+        }
+        changed
+    }
+
+    /// Held → released. False if it was not held (lost, or released before).
+    pub(crate) fn mark_released(&self) -> bool {
+        self.state
+            .compare_exchange(HELD, RELEASED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// Milliseconds of a validated TTL (at most `u32::MAX` ms, checked on input).
+fn ttl_ms(ttl: Duration) -> u32 {
+    u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// A held lease. Dropping it releases the lease in the background; call
+/// [`release`](Self::release) to release it and learn the outcome.
+#[must_use = "dropping a guard releases the lock at once"]
+pub struct LockGuard {
+    lease: Arc<Lease>,
+    manager: LockManager,
+    acquired_at: Instant,
+}
+
+impl LockGuard {
+    pub(crate) fn new(lease: Arc<Lease>, manager: LockManager) -> LockGuard {
+        LockGuard {
+            lease,
+            manager,
+            acquired_at: Instant::now(),
+        }
+    }
+
+    /// The key as given to [`LockManager::lock`] (without the namespace).
+    pub fn key(&self) -> &[u8] {
+        &self.lease.key[self.manager.namespace_len()..]
+    }
+
+    /// The fencing token, when the lock was requested with `.fenced()`.
+    pub fn fencing_token(&self) -> Option<FencingToken> {
+        self.lease.fence
+    }
+
+    /// True once the lease is known lost (renewal found it gone or taken,
+    /// or could not confirm it before it expired).
+    pub fn is_lost(&self) -> bool {
+        self.lease.is_lost()
+    }
+
+    /// Resolves when the lease is lost: renewal found the key gone or held
+    /// by another token, or could not renew it before it expired. Pending
+    /// for as long as the lease is held; never resolves after a release.
+    pub async fn lost(&self) {
+        loop {
+            let notified = self.lease.lost.notified();
+            if self.lease.is_lost() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Sets the lease to expire `ttl` from now, if it is still ours.
+    /// [`Error::NotHeld`] when it was lost or taken meanwhile.
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        self.manager.check_ttl(ttl, true)?;
+        if !self.lease.is_held() {
+            return Err(Error::NotHeld);
+        }
+        let request = scripts::extend(&self.lease.key, &self.lease.value(), ttl.as_millis() as u64);
+        let replies = self
+            .manager
+            .client()
+            .execute(self.lease.slot, &request)
+            .await?;
+        match replies.first() {
+            Some(Value::Int(1)) => {
+                self.lease.set_ttl(ttl);
+                Ok(())
+            }
+            Some(Value::Int(0)) => {
+                self.lease.mark_lost();
+                Err(Error::NotHeld)
+            }
+            other => Err(Error::UnexpectedReply(format!("extend: {other:?}"))),
+        }
+    }
+
+    /// Releases the lease (compare-and-delete: only if it is still ours).
+    /// [`Error::NotHeld`] when it had already expired, been lost or taken.
+    pub async fn release(self) -> Result<()> {
+        // Taking the state first disarms Drop's background release and
+        // stops renewal of this lease.
+        if !self.lease.mark_released() {
+            return Err(Error::NotHeld);
+        }
+        crate::metrics::hold_time(self.acquired_at.elapsed());
+        let request = scripts::release(&self.lease.key, &self.lease.value());
+        let replies = self
+            .manager
+            .client()
+            .execute(self.lease.slot, &request)
+            .await?;
+        match replies.first() {
+            Some(Value::Int(1)) => Ok(()),
+            Some(Value::Int(0)) => Err(Error::NotHeld),
+            other => Err(Error::UnexpectedReply(format!("release: {other:?}"))),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.lease.mark_released() {
+            crate::metrics::hold_time(self.acquired_at.elapsed());
+            self.manager.release_in_background(self.lease.clone());
+        }
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &String::from_utf8_lossy(self.key()))
+            .field("fencing_token", &self.lease.fence)
+            .field("lost", &self.lease.is_lost())
+            .finish_non_exhaustive()
+    }
+}

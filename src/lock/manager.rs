@@ -1,0 +1,398 @@
+//! [`LockManager`]: the entry point for locks, and its builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::guard::Lease;
+use super::request::LockRequest;
+use crate::client::{Client, ClientBuilder};
+use crate::error::{Error, Result};
+use crate::renew::{self, RenewHandle};
+use crate::slot::{key_slot, slot_tag};
+
+/// Builds a [`LockManager`]: the connection settings of a [`ClientBuilder`]
+/// plus the lock settings.
+#[derive(Debug)]
+#[must_use = "a builder does nothing until .build() is awaited"]
+pub struct LockManagerBuilder {
+    client: ClientBuilder,
+    settings: Settings,
+}
+
+/// Lock settings, checked by `build`.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) namespace: String,
+    pub(crate) fence_namespace: String,
+    pub(crate) default_ttl: Duration,
+    pub(crate) max_ttl: Duration,
+    pub(crate) max_key_len: usize,
+    pub(crate) max_keys: usize,
+    pub(crate) renew_interval: Duration,
+    pub(crate) renew_chunk: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            namespace: "shardlock:lock:".into(),
+            fence_namespace: "shardlock:fence:".into(),
+            default_ttl: Duration::from_secs(10),
+            max_ttl: Duration::from_secs(3600),
+            max_key_len: 4096,
+            max_keys: 1024,
+            renew_interval: Duration::from_millis(100),
+            renew_chunk: 500,
+        }
+    }
+}
+
+macro_rules! client_setting {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.client = self.client.$name(value);
+            self
+        }
+    };
+}
+
+impl LockManagerBuilder {
+    /// Nodes to ask for the slot map first (see [`ClientBuilder::seeds`]).
+    pub fn seeds<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.client = self.client.seeds(seeds);
+        self
+    }
+
+    client_setting!(
+        /// ACL user name for every node.
+        username: impl Into<String>
+    );
+    client_setting!(
+        /// Password for every node.
+        password: impl Into<String>
+    );
+    client_setting!(
+        /// See [`ClientBuilder::connect_timeout`].
+        connect_timeout: Duration
+    );
+    client_setting!(
+        /// See [`ClientBuilder::response_timeout`].
+        response_timeout: Duration
+    );
+    client_setting!(
+        /// Deadline of one Redis request, retries included (see
+        /// [`ClientBuilder::request_timeout`]); a lock's `.wait()` is on top.
+        request_timeout: Duration
+    );
+    client_setting!(
+        /// See [`ClientBuilder::refresh_interval`].
+        refresh_interval: Duration
+    );
+
+    /// Prefix of every lock key (default `shardlock:lock:`). It must contain
+    /// no braces, so the user key's own hash tag decides the slot.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.settings.namespace = namespace.into();
+        self
+    }
+
+    /// Prefix of the per-slot fencing counters (default `shardlock:fence:`);
+    /// no braces, and neither namespace may be a prefix of the other.
+    pub fn fence_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.settings.fence_namespace = namespace.into();
+        self
+    }
+
+    /// Lease length when a request sets none (default 10 s).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.default_ttl = ttl;
+        self
+    }
+
+    /// Longest lease a request may ask for (default 1 hour).
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.max_ttl = ttl;
+        self
+    }
+
+    /// Longest user key, in bytes (default 4096).
+    pub fn max_key_len(mut self, len: usize) -> Self {
+        self.settings.max_key_len = len;
+        self
+    }
+
+    /// Most keys in one `lock_many` (default 1024).
+    pub fn max_keys(mut self, keys: usize) -> Self {
+        self.settings.max_keys = keys;
+        self
+    }
+
+    /// How often the renewal task looks for leases due (default 100 ms).
+    /// An auto-renewed lease is renewed when a third of its TTL has passed,
+    /// so its TTL must be at least three intervals.
+    pub fn renew_interval(mut self, interval: Duration) -> Self {
+        self.settings.renew_interval = interval;
+        self
+    }
+
+    /// Most leases renewed by one script call (default 500), so that no
+    /// single script runs long on the server.
+    pub fn renew_chunk(mut self, leases: usize) -> Self {
+        self.settings.renew_chunk = leases;
+        self
+    }
+
+    /// Checks the settings, connects (see [`ClientBuilder::build`]) and
+    /// starts the renewal task.
+    pub async fn build(self) -> Result<LockManager> {
+        self.settings.validate()?;
+        let client = self.client.build().await?;
+        Ok(LockManager::with_client(client, self.settings))
+    }
+}
+
+impl Settings {
+    fn validate(&self) -> Result<()> {
+        let invalid = |m: String| Err(Error::InvalidArgument(m));
+        for (name, ns) in [
+            ("namespace", &self.namespace),
+            ("fence_namespace", &self.fence_namespace),
+        ] {
+            if ns.contains(['{', '}']) {
+                return invalid(format!(
+                    "{name} {ns:?} contains a brace; it would decide the hash slot instead of the key"
+                ));
+            }
+        }
+        if self.namespace.starts_with(&self.fence_namespace)
+            || self.fence_namespace.starts_with(&self.namespace)
+        {
+            return invalid(format!(
+                "namespace {:?} and fence_namespace {:?} overlap: a lock key could collide with a fencing counter",
+                self.namespace, self.fence_namespace
+            ));
+        }
+        if self.renew_interval.is_zero() || self.renew_chunk == 0 {
+            return invalid("renew_interval and renew_chunk must be above zero".into());
+        }
+        if self.max_ttl > Duration::from_millis(u32::MAX.into()) {
+            return invalid(format!("max_ttl {:?} is above 49 days", self.max_ttl));
+        }
+        if self.max_key_len == 0 || self.max_keys == 0 {
+            return invalid("max_key_len and max_keys must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// Exclusive locks on a Redis Cluster (or one standalone server). Cheap to
+/// clone; the renewal task stops when the last clone and the last guard
+/// are dropped.
+#[derive(Clone)]
+pub struct LockManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    settings: Settings,
+    renew: RenewHandle,
+}
+
+impl LockManager {
+    /// A builder with default settings.
+    pub fn builder() -> LockManagerBuilder {
+        LockManagerBuilder {
+            client: Client::builder(),
+            settings: Settings::default(),
+        }
+    }
+
+    fn with_client(client: Client, settings: Settings) -> LockManager {
+        let renew = renew::spawn(
+            client.clone(),
+            settings.renew_interval,
+            settings.renew_chunk,
+        );
+        LockManager {
+            inner: Arc::new(Inner {
+                client,
+                settings,
+                renew,
+            }),
+        }
+    }
+
+    /// A request for the lock on `key`; nothing is sent until
+    /// [`LockRequest::acquire`] or [`LockRequest::try_acquire`].
+    pub fn lock(&self, key: impl AsRef<[u8]>) -> LockRequest {
+        LockRequest::new(self.clone(), key.as_ref().to_vec())
+    }
+
+    /// The routed client underneath.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn namespace_len(&self) -> usize {
+        self.inner.settings.namespace.len()
+    }
+
+    /// Checks a user key; returns the full key (namespace included).
+    pub(crate) fn full_key(&self, key: &[u8]) -> Result<Box<[u8]>> {
+        let settings = &self.inner.settings;
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("the lock key is empty".into()));
+        }
+        if key.len() > settings.max_key_len {
+            return Err(Error::InvalidArgument(format!(
+                "the lock key is {} bytes long, above max_key_len ({})",
+                key.len(),
+                settings.max_key_len
+            )));
+        }
+        let mut full = Vec::with_capacity(settings.namespace.len() + key.len());
+        full.extend_from_slice(settings.namespace.as_bytes());
+        full.extend_from_slice(key);
+        Ok(full.into_boxed_slice())
+    }
+
+    /// Checks a lease length.
+    pub(crate) fn check_ttl(&self, ttl: Duration, auto_renew: bool) -> Result<()> {
+        let settings = &self.inner.settings;
+        let floor = if auto_renew {
+            settings.renew_interval * 3
+        } else {
+            Duration::from_millis(1)
+        };
+        if ttl < floor {
+            return Err(Error::InvalidArgument(format!(
+                "ttl {ttl:?} is below {floor:?}{}",
+                if auto_renew {
+                    " (three renewal intervals: an auto-renewed lease is renewed after a third of its TTL)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if ttl > settings.max_ttl {
+            return Err(Error::InvalidArgument(format!(
+                "ttl {ttl:?} is above max_ttl ({:?})",
+                settings.max_ttl
+            )));
+        }
+        Ok(())
+    }
+
+    /// The fencing counter of `slot`: `<fence_namespace>{<tag of slot>}`.
+    pub(crate) fn fence_key(&self, slot: u16) -> Vec<u8> {
+        format!(
+            "{}{{{}}}",
+            self.inner.settings.fence_namespace,
+            slot_tag(slot)
+        )
+        .into_bytes()
+    }
+
+    /// Hands a held lease to the renewal task.
+    pub(crate) fn register(&self, lease: Arc<Lease>) {
+        self.inner.renew.register(lease);
+    }
+
+    /// Releases a lease whose guard was dropped, without waiting.
+    pub(crate) fn release_in_background(&self, lease: Arc<Lease>) {
+        self.inner.renew.release(lease);
+    }
+
+    /// `key_slot` of a full key.
+    pub(crate) fn slot_of(full_key: &[u8]) -> u16 {
+        key_slot(full_key)
+    }
+}
+
+impl std::fmt::Debug for LockManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockManager")
+            .field("namespace", &self.inner.settings.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Namespaces with braces, overlapping namespaces and zero limits are refused by name.
+    #[test]
+    fn settings_are_checked() {
+        let ok = Settings::default();
+        ok.validate().unwrap();
+        let cases: Vec<(Settings, &str)> = vec![
+            (
+                Settings {
+                    namespace: "lock:{x}:".into(),
+                    ..ok.clone()
+                },
+                "brace",
+            ),
+            (
+                Settings {
+                    fence_namespace: "f{".into(),
+                    ..ok.clone()
+                },
+                "brace",
+            ),
+            (
+                Settings {
+                    namespace: "".into(),
+                    ..ok.clone()
+                },
+                "overlap",
+            ),
+            (
+                Settings {
+                    namespace: "a:".into(),
+                    fence_namespace: "a:fence:".into(),
+                    ..ok.clone()
+                },
+                "overlap",
+            ),
+            (
+                Settings {
+                    renew_chunk: 0,
+                    ..ok.clone()
+                },
+                "renew_chunk",
+            ),
+            (
+                Settings {
+                    max_ttl: Duration::from_secs(60 * 24 * 3600),
+                    ..ok.clone()
+                },
+                "49 days",
+            ),
+            (
+                Settings {
+                    max_keys: 0,
+                    ..ok.clone()
+                },
+                "max_keys",
+            ),
+        ];
+        for (settings, needle) in cases {
+            match settings.validate() {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains(needle), "{m}"),
+                other => panic!("{settings:?}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Exclusive locks: [`LockManager`], [`LockRequest`], [`LockGuard`],
+//! [`FencingToken`].
+//!
+//! Lock protocol (Redis keys and values):
+//! - The lock key is the namespace followed by the user key; the namespace
+//!   has no braces, so a hash tag in the user key decides the slot.
+//! - Its value is the holder's random 128-bit token in hex, followed by
+//!   `.<fence>` when fenced. Release and extend compare it first, so only
+//!   the holder can release or extend.
+//! - Fencing counters live at `<fence_namespace>{<tag of the slot>}`: one per
+//!   slot (at most 16384), in the same slot as the keys they fence.
+
+mod guard;
+mod manager;
+mod request;
+mod token;
+
+pub(crate) use guard::Lease;
+pub use guard::LockGuard;
+pub use manager::{LockManager, LockManagerBuilder};
+pub use request::LockRequest;
+pub use token::FencingToken;

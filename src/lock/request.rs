@@ -1,0 +1,321 @@
+//! [`LockRequest`]: how to ask for one lock, and the acquire protocol.
+//!
+//! Unfenced acquire is one round trip and no Lua: `SET key value NX PX ttl
+//! GET`. Its reply tells three cases apart: nil (we set it), our own value
+//! (an earlier attempt of this same acquire set it and its reply was lost:
+//! acquired), anything else (held by someone else). Fenced acquire is one
+//! script call (`fenced_acquire.lua`) with the same three outcomes.
+//!
+//! Cancel safety: nothing is registered or spawned before the reply is in
+//! hand, so dropping an `acquire()` future at any point leaves at most a
+//! lease that expires after its TTL, and no task.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use tokio::time::Instant;
+
+use super::guard::{Lease, LockGuard};
+use super::manager::LockManager;
+use super::token::{FencingToken, lock_value, new_token};
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+use crate::request::Request;
+use crate::scripts;
+
+/// Backoff between attempts while waiting for a held lock.
+const WAIT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(100));
+
+/// A request for one lock, built by [`LockManager::lock`].
+#[derive(Debug)]
+#[must_use = "a lock request does nothing until .acquire() or .try_acquire() is awaited"]
+pub struct LockRequest {
+    manager: LockManager,
+    key: Vec<u8>,
+    ttl: Option<Duration>,
+    wait: Option<Duration>,
+    fenced: bool,
+    auto_renew: bool,
+    replicas: Option<u32>,
+}
+
+/// What one attempt found.
+enum Attempt {
+    Acquired(Option<FencingToken>),
+    Held,
+}
+
+impl LockRequest {
+    pub(crate) fn new(manager: LockManager, key: Vec<u8>) -> LockRequest {
+        LockRequest {
+            manager,
+            key,
+            ttl: None,
+            wait: None,
+            fenced: false,
+            auto_renew: true,
+            replicas: None,
+        }
+    }
+
+    /// Lease length (default: the manager's `default_ttl`). With
+    /// auto-renewal the lease is renewed while the guard lives; without it
+    /// the lease ends after `ttl` whatever the holder does.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// How long [`acquire`](Self::acquire) may wait while the lock is held
+    /// by someone else (default: no wait, [`Error::Contended`] at once).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// Also obtain a [`FencingToken`] (one Lua call instead of a plain `SET`).
+    pub fn fenced(mut self) -> Self {
+        self.fenced = true;
+        self
+    }
+
+    /// Renew the lease in the background while the guard lives (default
+    /// true).
+    pub fn auto_renew(mut self, on: bool) -> Self {
+        self.auto_renew = on;
+        self
+    }
+
+    /// After taking the lease, wait until `n` replicas acknowledge it
+    /// (`WAIT n`, in the same round trip). If fewer do within half the
+    /// response timeout, the lease is released and the request fails with
+    /// [`Error::ReplicationTimeout`]. This narrows the window in which a
+    /// failover loses the lease; it does not close it (see the crate docs).
+    pub fn replicas(mut self, n: u32) -> Self {
+        self.replicas = Some(n);
+        self
+    }
+
+    /// Takes the lock, waiting up to `.wait()` while someone else holds it.
+    /// [`Error::Contended`] when held and no wait was set,
+    /// [`Error::Timeout`] when still held after the wait.
+    pub async fn acquire(self) -> Result<LockGuard> {
+        let plan = self.plan()?;
+        let started = Instant::now();
+        let wait_until = self.wait.map(|w| started + w);
+        let mut attempt = 0;
+        loop {
+            if let Some(guard) = self.attempt(&plan).await? {
+                crate::metrics::acquired(started.elapsed());
+                return Ok(guard);
+            }
+            let Some(wait_until) = wait_until else {
+                crate::metrics::acquire_failed("contended");
+                return Err(Error::Contended);
+            };
+            let now = Instant::now();
+            if now >= wait_until {
+                crate::metrics::acquire_failed("timeout");
+                return Err(Error::Timeout {
+                    waited: now - started,
+                });
+            }
+            tokio::time::sleep_until(wait_until.min(now + WAIT_BACKOFF.delay(attempt))).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: `Some(guard)` when taken, `None` when held by someone
+    /// else. `.wait()` does not apply.
+    pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
+        let plan = self.plan()?;
+        let started = Instant::now();
+        let guard = self.attempt(&plan).await?;
+        match &guard {
+            Some(_) => crate::metrics::acquired(started.elapsed()),
+            None => crate::metrics::acquire_failed("contended"),
+        }
+        Ok(guard)
+    }
+
+    /// Checks the arguments; nothing is sent before this passes.
+    fn plan(&self) -> Result<Plan> {
+        let ttl = self.ttl.unwrap_or(self.manager.settings().default_ttl);
+        self.manager.check_ttl(ttl, self.auto_renew)?;
+        let key = self.manager.full_key(&self.key)?;
+        let slot = LockManager::slot_of(&key);
+        Ok(Plan {
+            key,
+            slot,
+            ttl,
+            token: new_token(),
+        })
+    }
+
+    async fn attempt(&self, plan: &Plan) -> Result<Option<LockGuard>> {
+        let client = self.manager.client();
+        let ttl_ms = plan.ttl.as_millis() as u64;
+        let mut request = if self.fenced {
+            let fence_key = self.manager.fence_key(plan.slot);
+            let token = format!("{:032x}", plan.token);
+            Request::script(
+                &scripts::FENCED_ACQUIRE,
+                &[&plan.key[..], &fence_key[..]],
+                &[token, ttl_ms.to_string()],
+            )
+        } else {
+            let mut set = redis::cmd("SET");
+            set.arg(&plan.key[..])
+                .arg(lock_value(plan.token, None))
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .arg("GET");
+            Request::cmd(set)
+        };
+        let wait_timeout = self.replica_wait_timeout();
+        if let Some(n) = self.replicas {
+            request = request.then(
+                redis::cmd("WAIT")
+                    .arg(n)
+                    .arg(wait_timeout.as_millis() as u64)
+                    .clone(),
+            );
+        }
+        // Every attempt of this acquire carries the same token, so a retry
+        // after a lost reply recognises its own earlier success.
+        let replies = client.execute(plan.slot, &request).await?;
+        let outcome = match replies.first() {
+            Some(reply) if self.fenced => parse_fenced(reply)?,
+            Some(reply) => parse_set(reply, &lock_value(plan.token, None))?,
+            None => return Err(Error::UnexpectedReply("no reply to acquire".into())),
+        };
+        let Attempt::Acquired(fence) = outcome else {
+            return Ok(None);
+        };
+        let lease = Arc::new(Lease::new(
+            plan.key.clone(),
+            plan.slot,
+            plan.token,
+            fence,
+            plan.ttl,
+        ));
+        if let Some(wanted) = self.replicas {
+            let acked = match replies.get(1) {
+                Some(Value::Int(n)) => *n as u64,
+                other => return Err(Error::UnexpectedReply(format!("WAIT: {other:?}"))),
+            };
+            if acked < u64::from(wanted) {
+                let release = scripts::release(&lease.key, &lease.value());
+                client.execute(plan.slot, &release).await?;
+                return Err(Error::ReplicationTimeout {
+                    acked,
+                    wanted: wanted.into(),
+                });
+            }
+        }
+        if self.auto_renew {
+            self.manager.register(lease.clone());
+        }
+        Ok(Some(LockGuard::new(lease, self.manager.clone())))
+    }
+
+    /// `WAIT`'s own timeout: half the response timeout, so its reply comes
+    /// back before the attempt times out.
+    fn replica_wait_timeout(&self) -> Duration {
+        (self.manager.client().response_timeout() / 2).max(Duration::from_millis(1))
+    }
+}
+
+/// An acquire's checked arguments, fixed for all its attempts.
+struct Plan {
+    key: Box<[u8]>,
+    slot: u16,
+    ttl: Duration,
+    token: u128,
+}
+
+/// Reply to `SET … NX PX … GET`: nil = we set it; our value = an earlier
+/// attempt of ours set it; another value = held.
+fn parse_set(reply: &Value, ours: &str) -> Result<Attempt> {
+    match reply {
+        Value::Nil => Ok(Attempt::Acquired(None)),
+        Value::BulkString(held) if held == ours.as_bytes() => Ok(Attempt::Acquired(None)),
+        Value::BulkString(_) => Ok(Attempt::Held),
+        other => Err(Error::UnexpectedReply(format!("SET NX GET: {other:?}"))),
+    }
+}
+
+/// Reply to `fenced_acquire.lua`: `{1, fence}` or `{0, holder}`.
+fn parse_fenced(reply: &Value) -> Result<Attempt> {
+    let bad = || Error::UnexpectedReply(format!("fenced acquire: {reply:?}"));
+    let Value::Array(items) = reply else {
+        return Err(bad());
+    };
+    match items.as_slice() {
+        [Value::Int(1), Value::BulkString(fence)] => {
+            let fence = std::str::from_utf8(fence)
+                .ok()
+                .and_then(|f| f.parse::<u64>().ok())
+                .and_then(NonZeroU64::new)
+                .ok_or_else(bad)?;
+            Ok(Attempt::Acquired(Some(FencingToken::new(fence))))
+        }
+        [Value::Int(0), _] => Ok(Attempt::Held),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// The three SET NX GET outcomes, and garbage as an error.
+    #[test]
+    fn set_replies() {
+        let ours = "00000000000000000000000000000001";
+        assert!(matches!(
+            parse_set(&Value::Nil, ours),
+            Ok(Attempt::Acquired(None))
+        ));
+        assert!(matches!(
+            parse_set(&bulk(ours), ours),
+            Ok(Attempt::Acquired(None))
+        ));
+        assert!(matches!(
+            parse_set(&bulk("someone-else"), ours),
+            Ok(Attempt::Held)
+        ));
+        assert!(matches!(
+            parse_set(&Value::Okay, ours),
+            Err(Error::UnexpectedReply(_))
+        ));
+    }
+
+    /// Fenced replies carry the fence; anything else is an error.
+    #[test]
+    fn fenced_replies() {
+        let got = parse_fenced(&Value::Array(vec![Value::Int(1), bulk("1700000000000123")]));
+        assert!(matches!(got, Ok(Attempt::Acquired(Some(f))) if f.get() == 1_700_000_000_000_123));
+        let held = parse_fenced(&Value::Array(vec![Value::Int(0), bulk("x.5")]));
+        assert!(matches!(held, Ok(Attempt::Held)));
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![Value::Int(1), bulk("0")]),
+            Value::Array(vec![Value::Int(1), bulk("-3")]),
+            Value::Array(vec![Value::Int(2), bulk("5")]),
+            Value::Array(vec![Value::Int(1)]),
+        ] {
+            assert!(
+                matches!(parse_fenced(&bad), Err(Error::UnexpectedReply(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

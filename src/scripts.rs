@@ -1,0 +1,30 @@
+//! The Lua scripts, loaded from `src/lua/*.lua` (each opens with its
+//! contract: KEYS, ARGV, returns). They are sent by SHA1 and fall back to
+//! their source when the server answers `NOSCRIPT` (see [`Request::script`]).
+
+use std::sync::LazyLock;
+
+use crate::request::{Request, Script};
+
+/// Compare-and-delete.
+pub(crate) static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+/// Compare-and-pexpire.
+pub(crate) static EXTEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/extend.lua")));
+/// Acquire plus fencing token.
+pub(crate) static FENCED_ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/fenced_acquire.lua")));
+/// Many renewals on one node.
+pub(crate) static RENEW_BATCH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/renew_batch.lua")));
+
+/// `release.lua` for `key` holding `value`.
+pub(crate) fn release(key: &[u8], value: &str) -> Request {
+    Request::script(&RELEASE, &[key], &[value.as_bytes()])
+}
+
+/// `extend.lua` for `key` holding `value`, to `ttl_ms` from now.
+pub(crate) fn extend(key: &[u8], value: &str, ttl_ms: u64) -> Request {
+    Request::script(&EXTEND, &[key], &[value, &ttl_ms.to_string()])
+}

@@ -83,7 +83,10 @@ pub mod testkit;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, NodeFailure, NodeFailureCause, Result};
-pub use lock::{FencingToken, LockGuard, LockManager, LockManagerBuilder, LockRequest};
+pub use lock::{
+    FencingToken, LockGuard, LockGuards, LockManager, LockManagerBuilder, LockRequest,
+    ManyLockRequest,
+};
 pub use redirect::{FailCause, RetryCause};
 pub use request::{Request, Script};
 pub use slot::{SLOT_COUNT, key_slot, slot_tag};

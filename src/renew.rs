@@ -25,6 +25,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -40,6 +41,7 @@ use crate::scripts;
 /// Sends leases to the renewal worker.
 pub(crate) struct RenewHandle {
     tx: mpsc::UnboundedSender<Msg>,
+    paused: Arc<AtomicBool>,
 }
 
 enum Msg {
@@ -59,12 +61,21 @@ impl RenewHandle {
     pub(crate) fn release(&self, lease: Arc<Lease>) {
         let _ = self.tx.send(Msg::Release(lease));
     }
+
+    /// Stops (or resumes) sending renewals, as a holder cut off from Redis
+    /// would; leases then expire and are reported lost. For fault tests.
+    #[cfg(feature = "testkit")]
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Relaxed);
+    }
 }
 
 /// Starts the worker; it ends when every handle is dropped.
 pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHandle {
     let (tx, rx) = mpsc::unbounded_channel();
+    let paused = Arc::new(AtomicBool::new(false));
     let worker = Worker {
+        paused: paused.clone(),
         client,
         interval,
         chunk,
@@ -72,7 +83,7 @@ pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHa
         releases: Vec::new(),
     };
     tokio::spawn(worker.run(rx));
-    RenewHandle { tx }
+    RenewHandle { tx, paused }
 }
 
 /// A lease waiting for its next renewal.
@@ -103,6 +114,8 @@ impl Ord for Due {
 }
 
 struct Worker {
+    /// Set by fault tests: no renewal is sent while it is.
+    paused: Arc<AtomicBool>,
     client: Client,
     interval: Duration,
     chunk: usize,
@@ -187,6 +200,20 @@ impl Worker {
             }
         }
         if due.is_empty() {
+            return;
+        }
+        if self.paused.load(Relaxed) {
+            // Nothing is sent: each lease is lost once its TTL has run out.
+            for entry in due {
+                if now >= entry.expires {
+                    entry.lease.mark_lost();
+                } else {
+                    self.queue.push(Due {
+                        at: now + self.interval,
+                        ..entry
+                    });
+                }
+            }
             return;
         }
 

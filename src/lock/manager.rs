@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::guard::Lease;
+use super::many::ManyLockRequest;
 use super::request::LockRequest;
 use crate::client::{Client, ClientBuilder};
 use crate::error::{Error, Result};
@@ -232,6 +233,28 @@ impl LockManager {
     /// [`LockRequest::acquire`] or [`LockRequest::try_acquire`].
     pub fn lock(&self, key: impl AsRef<[u8]>) -> LockRequest {
         LockRequest::new(self.clone(), key.as_ref().to_vec())
+    }
+
+    /// A request for the locks on all of `keys` at once (all or none); see
+    /// [`ManyLockRequest`].
+    pub fn lock_many<I, K>(&self, keys: I) -> ManyLockRequest
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<[u8]>,
+    {
+        ManyLockRequest::new(
+            self.clone(),
+            keys.into_iter().map(|k| k.as_ref().to_vec()).collect(),
+        )
+    }
+
+    /// Stops (or resumes) the renewal of every lease of this manager, as if
+    /// it were cut off from Redis: its leases expire and are reported lost.
+    /// For fault tests only.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn pause_renewal(&self, paused: bool) {
+        self.inner.renew.set_paused(paused);
     }
 
     /// The routed client underneath.

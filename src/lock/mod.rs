@@ -12,11 +12,13 @@
 
 mod guard;
 mod manager;
+mod many;
 mod request;
 mod token;
 
 pub(crate) use guard::Lease;
 pub use guard::LockGuard;
 pub use manager::{LockManager, LockManagerBuilder};
+pub use many::{LockGuards, ManyLockRequest};
 pub use request::LockRequest;
 pub use token::FencingToken;

@@ -1,0 +1,10 @@
+//! Lock tests against real local redis-server clusters started by
+//! `shardlock::testkit`. Each test says in its doc line what it proves.
+
+mod bad_input;
+mod basics;
+mod exclusion;
+mod fencing;
+mod many;
+mod renewal;
+mod support;

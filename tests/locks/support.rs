@@ -1,0 +1,39 @@
+//! Helpers shared by the lock tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use shardlock::LockManager;
+use shardlock::testkit::TestCluster;
+use tokio::time::Instant;
+
+/// A lock manager for `cluster` with test-friendly settings.
+pub async fn manager(cluster: &TestCluster) -> LockManager {
+    LockManager::builder()
+        .seeds(cluster.seeds())
+        .namespace("lock:")
+        .request_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .expect("lock manager builds against the test cluster")
+}
+
+/// Polls `condition` until it holds; panics naming `what` after `timeout`.
+#[allow(dead_code)]
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -2,7 +2,6 @@
 //! embedded local six-node cluster by default) and compares the rate with
 //! `redis-benchmark` on the same cluster in the same run.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
@@ -89,7 +88,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !args.no_baseline {
         let first = seeds[0].trim_start_matches("redis://").to_owned();
         let requests = (rate * args.seconds as f64).max(10_000.0) as u64;
-        match redis_benchmark(&first, args.concurrency, args.keys, requests) {
+        match shardlock::testkit::redis_benchmark_set(&first, args.concurrency, args.keys, requests)
+        {
             Ok(baseline) => println!(
                 "redis-benchmark --cluster SET: {baseline:.0} ops/s; shardlock/redis-benchmark = {:.2}",
                 rate / baseline
@@ -141,29 +141,4 @@ async fn drive(client: &Client, args: &Args) -> Report {
     }
     report.elapsed = started.elapsed();
     report
-}
-
-/// Runs `redis-benchmark --cluster -t set` against the node at `addr` and
-/// returns its requests per second.
-fn redis_benchmark(addr: &str, clients: usize, keys: u64, requests: u64) -> Result<f64, String> {
-    let (host, port) = addr.rsplit_once(':').ok_or("seed is not host:port")?;
-    let output = Command::new("redis-benchmark")
-        .args(["--cluster", "-h", host, "-p", port, "-t", "set", "--csv"])
-        .args([
-            "-c",
-            &clients.to_string(),
-            "-r",
-            &keys.to_string(),
-            "-n",
-            &requests.to_string(),
-        ])
-        .output()
-        .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    // --csv: a header line, then "SET","<rps>",...
-    text.lines()
-        .find(|l| l.starts_with("\"SET\""))
-        .and_then(|l| l.split(',').nth(1))
-        .and_then(|v| v.trim_matches('"').parse().ok())
-        .ok_or_else(|| format!("unexpected redis-benchmark output: {text}"))
 }

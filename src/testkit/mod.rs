@@ -76,6 +76,7 @@
 //! deadline), `cluster.rs` ([`TestCluster`]: forming and queries), `faults.rs`
 //! (migration, failover, kill / pause / restart).
 
+mod baseline;
 mod cluster;
 mod faults;
 mod server;
@@ -85,6 +86,7 @@ mod wire;
 
 use std::time::Duration;
 
+pub use baseline::redis_benchmark_set;
 pub use cluster::{ClusterSpec, TestCluster};
 pub use faults::SlotMigration;
 pub use standalone::{StandaloneServer, StandaloneSpec};

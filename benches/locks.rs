@@ -1,0 +1,181 @@
+//! Lock benchmarks on an embedded local six-node cluster:
+//!
+//! 1. acquire+release cycles per second (try mode, uniform keys), next to
+//!    `redis-benchmark --cluster -t set` with the same number of clients on
+//!    the same cluster in the same run;
+//! 2. client memory per held auto-renewed lease: resident memory of this
+//!    process before and after holding `--leases` leases, per lease, minus
+//!    the key bytes.
+//!
+//! `cargo bench --features testkit --bench locks -- [--seconds S]
+//! [--workers W] [--keys K] [--leases N]`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use shardlock::LockManager;
+use shardlock::testkit::TestCluster;
+use tokio::time::Instant;
+
+struct Options {
+    seconds: u64,
+    workers: usize,
+    keys: u64,
+    leases: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        seconds: 10,
+        workers: 50,
+        keys: 100_000,
+        leases: 1_000_000,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let value = || args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match args[i].as_str() {
+            "--seconds" => o.seconds = value().expect("--seconds N"),
+            "--workers" => o.workers = value().expect("--workers N") as usize,
+            "--keys" => o.keys = value().expect("--keys N"),
+            "--leases" => o.leases = value().expect("--leases N") as usize,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    let cluster = TestCluster::start().await.expect("start a local cluster");
+    let mgr = LockManager::builder()
+        .seeds(cluster.seeds())
+        .build()
+        .await
+        .expect("connect");
+
+    // 1. Cycle rate.
+    let cycles = Arc::new(AtomicU64::new(0));
+    let contended = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..o.workers {
+        let (mgr, cycles, contended, stop) =
+            (mgr.clone(), cycles.clone(), contended.clone(), stop.clone());
+        let keys = o.keys;
+        tasks.spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(w as u64);
+            while !stop.load(Relaxed) {
+                let key = format!("bench:{}", rng.u64(..keys));
+                match mgr.lock(&key).auto_renew(false).try_acquire().await {
+                    Ok(Some(guard)) => {
+                        guard.release().await.expect("release");
+                        cycles.fetch_add(1, Relaxed);
+                    }
+                    Ok(None) => {
+                        contended.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => panic!("acquire failed: {e}"),
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(o.seconds)).await;
+    stop.store(true, Relaxed);
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = cycles.load(Relaxed) as f64 / elapsed;
+    println!(
+        "acquire+release: {} cycles in {elapsed:.1} s = {rate:.0} cycles/s ({} contended tries), {} workers, {} keys",
+        cycles.load(Relaxed),
+        contended.load(Relaxed),
+        o.workers,
+        o.keys
+    );
+    let seed = cluster.addrs()[0].clone();
+    match shardlock::testkit::redis_benchmark_set(
+        &seed,
+        o.workers,
+        o.keys,
+        (rate * o.seconds as f64).max(50_000.0) as u64,
+    ) {
+        Ok(set_rate) => println!(
+            "redis-benchmark --cluster -t set -c {}: {set_rate:.0} SET/s; cycles/s ÷ SET/s = {:.2}",
+            o.workers,
+            rate / set_rate
+        ),
+        Err(e) => println!("redis-benchmark unavailable: {e}"),
+    }
+
+    // 2. Memory per held lease.
+    let before = resident_bytes();
+    let mut guards = Vec::with_capacity(o.leases);
+    let mut key_bytes = 0usize;
+    let started = Instant::now();
+    let mut batch = tokio::task::JoinSet::new();
+    for chunk in 0..o.leases.div_ceil(10_000) {
+        let mgr = mgr.clone();
+        let first = chunk * 10_000;
+        let last = (first + 10_000).min(o.leases);
+        batch.spawn(async move {
+            let mut held = Vec::with_capacity(last - first);
+            for i in first..last {
+                let key = format!("held:{i}");
+                let guard = mgr
+                    .lock(&key)
+                    .ttl(Duration::from_secs(120))
+                    .acquire()
+                    .await
+                    .expect("acquire a fresh key");
+                held.push(guard);
+            }
+            held
+        });
+        // Bounded concurrency: at most 16 chunks in flight.
+        if batch.len() >= 16 {
+            let held = batch.join_next().await.unwrap().unwrap();
+            key_bytes += held.iter().map(|g| g.key().len()).sum::<usize>();
+            guards.extend(held);
+        }
+    }
+    while let Some(held) = batch.join_next().await {
+        let held = held.unwrap();
+        key_bytes += held.iter().map(|g| g.key().len()).sum::<usize>();
+        guards.extend(held);
+    }
+    let after = resident_bytes();
+    let n = guards.len();
+    let per_lease = (after.saturating_sub(before)) as f64 / n as f64;
+    let key_avg = key_bytes as f64 / n as f64;
+    println!(
+        "memory: {n} auto-renewed leases held (acquired in {:.1} s); resident +{:.1} MiB = {per_lease:.0} bytes per lease, {:.0} beyond the key (keys average {key_avg:.1} bytes plus the {}-byte namespace)",
+        started.elapsed().as_secs_f64(),
+        (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
+        per_lease - key_avg - "shardlock:lock:".len() as f64,
+        "shardlock:lock:".len()
+    );
+    assert!(
+        guards.iter().all(|g| !g.is_lost()),
+        "a lease was lost while held"
+    );
+    drop(guards);
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}

@@ -28,6 +28,8 @@ pub(crate) struct Lease {
     pub(crate) fence: Option<FencingToken>,
     /// Current lease length in milliseconds (changed by `extend`).
     ttl_ms: std::sync::atomic::AtomicU32,
+    /// Renewed by the renewal task (decides the shortest allowed TTL).
+    pub(crate) auto_renew: bool,
     state: AtomicU8,
     lost: Notify,
 }
@@ -39,6 +41,7 @@ impl Lease {
         token: u128,
         fence: Option<FencingToken>,
         ttl: Duration,
+        auto_renew: bool,
     ) -> Lease {
         Lease {
             key,
@@ -46,6 +49,7 @@ impl Lease {
             token,
             fence,
             ttl_ms: std::sync::atomic::AtomicU32::new(ttl_ms(ttl)),
+            auto_renew,
             state: AtomicU8::new(HELD),
             lost: Notify::new(),
         }
@@ -148,7 +152,7 @@ impl LockGuard {
     /// Sets the lease to expire `ttl` from now, if it is still ours.
     /// [`Error::NotHeld`] when it was lost or taken meanwhile.
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
-        self.manager.check_ttl(ttl, true)?;
+        self.manager.check_ttl(ttl, self.lease.auto_renew)?;
         if !self.lease.is_held() {
             return Err(Error::NotHeld);
         }

@@ -1,12 +1,68 @@
 //! `lock_many`: several locks taken all or none.
+//!
+//! Protocol. One call draws one token and stores the same value
+//! (`lock_value(token, None)`) in every key, so each attempt of the call
+//! recognises the keys it set itself. The keys are put in one global order,
+//! by slot and then by full key bytes, and grouped by the primary that
+//! serves their slot in the current slot map. Shards are visited one after
+//! another, in the order of their first key, and each gets ONE pipeline of
+//! `SET key value NX PX ttl GET`, one command per key, sent straight to its
+//! primary. Per reply:
+//! - nil, or our own value: taken (now, or by an earlier attempt of this call
+//!   whose rollback did not get through);
+//! - another value: held by someone else;
+//! - an error reply (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, …: the slot
+//!   moved or is moving), or no reply at all (the connection failed): that
+//!   key is taken on its own through the router, which follows redirects and
+//!   retries. The same value makes that resend idempotent.
+//!
+//! Once a shard reports a key held by someone else, no later shard is
+//! visited: every key this attempt may have set is given back
+//! (compare-and-delete, one pipeline per shard, error replies resent through
+//! the router), and the call fails with [`Error::Contended`], or, with
+//! `.wait()`, backs off (capped, jittered) and tries the whole set again
+//! until the wait runs out ([`Error::Timeout`]). Any other error is also
+//! returned only after the rollback.
+//!
+//! Why concurrent overlapping calls cannot deadlock: a deadlock needs a
+//! holder that waits for a lock while keeping others, and an attempt never
+//! does; it either gets every key or gives back what it took before it
+//! sleeps. The fixed order makes the first conflict between two calls
+//! happen at the lowest key they share, which one of them finds free, so the
+//! usual outcome is that one call wins and the other backs off, rather than
+//! both holding halves and both retrying; the jittered backoff breaks the
+//! ties that remain (two pipelines on one node can still interleave).
+//!
+//! Cost: on the fast path, round trips = number of shards the keys live on
+//! (one pipeline each, `RouterStats::attempts` grows by exactly that), and
+//! no Lua. A contended attempt adds one rollback pipeline per shard it
+//! touched, sent concurrently. Keys of a slot that moves meanwhile cost one
+//! routed request each.
+//!
+//! Cancel safety: nothing is registered and no task is spawned before every
+//! key is held, so dropping the `acquire()` future at any point leaves at
+//! most leases that expire after their TTL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::guard::LockGuard;
+use futures_util::future::join_all;
+use redis::{Pipeline, Value};
+use tokio::time::Instant;
+
+use super::guard::{Lease, LockGuard};
 use super::manager::LockManager;
+use super::token::{lock_value, new_token};
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
+use crate::request::Request;
+use crate::scripts;
+
+/// Backoff between attempts while waiting for held locks (as for one lock).
+const WAIT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(100));
 
 /// A request for several locks at once, built by [`LockManager::lock_many`].
+/// The leases are auto-renewed while their guards live.
 #[derive(Debug)]
 #[must_use = "a lock request does nothing until .acquire() is awaited"]
 pub struct ManyLockRequest {
@@ -28,15 +84,17 @@ impl LockGuards {
         &self.guards
     }
 
-    /// Releases every lease; the first error is returned after trying all.
+    /// The guards, in the order the keys were given, to hold or release one
+    /// by one.
+    pub fn into_guards(self) -> Vec<LockGuard> {
+        self.guards
+    }
+
+    /// Releases every lease (concurrently); the first error, in key order,
+    /// is returned after trying all.
     pub async fn release(self) -> Result<()> {
-        let mut first = None;
-        for guard in self.guards {
-            if let Err(e) = guard.release().await {
-                first.get_or_insert(e);
-            }
-        }
-        first.map_or(Ok(()), Err)
+        let outcomes = join_all(self.guards.into_iter().map(LockGuard::release)).await;
+        outcomes.into_iter().collect()
     }
 }
 
@@ -50,21 +108,484 @@ impl ManyLockRequest {
         }
     }
 
-    /// Lease length of every lock.
+    /// Lease length of every lock (default: the manager's `default_ttl`).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
     }
 
-    /// How long to wait while any of the locks is held by someone else.
+    /// How long [`acquire`](Self::acquire) may wait while any of the locks
+    /// is held by someone else (default: no wait, [`Error::Contended`] at
+    /// once). Nothing is held while it waits.
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
     }
 
-    /// Takes all the locks or none.
+    /// Takes all the locks or none. [`Error::Contended`] when one is held
+    /// and no wait was set, [`Error::Timeout`] when one was still held after
+    /// the wait; in both cases (and on any other error) none is left held.
     pub async fn acquire(self) -> Result<LockGuards> {
-        let _ = (&self.manager, &self.keys, self.ttl, self.wait);
-        Err(Error::Other("lock_many is not implemented yet".into()))
+        let plan = self.plan()?;
+        let started = Instant::now();
+        let wait_until = self.wait.map(|w| started + w);
+        let mut attempt = 0;
+        loop {
+            if self.attempt(&plan).await? {
+                crate::metrics::acquired(started.elapsed());
+                return Ok(self.guards(plan));
+            }
+            let Some(wait_until) = wait_until else {
+                crate::metrics::acquire_failed("contended");
+                return Err(Error::Contended);
+            };
+            let now = Instant::now();
+            if now >= wait_until {
+                crate::metrics::acquire_failed("timeout");
+                return Err(Error::Timeout {
+                    waited: now - started,
+                });
+            }
+            tokio::time::sleep_until(wait_until.min(now + WAIT_BACKOFF.delay(attempt))).await;
+            attempt += 1;
+        }
+    }
+
+    /// Checks the arguments and fixes the order; nothing is sent before
+    /// this passes.
+    fn plan(&self) -> Result<Plan> {
+        let settings = self.manager.settings();
+        if self.keys.is_empty() {
+            return Err(Error::InvalidArgument(
+                "lock_many was given no keys: there is nothing to lock".into(),
+            ));
+        }
+        if self.keys.len() > settings.max_keys {
+            return Err(Error::InvalidArgument(format!(
+                "lock_many was given {} keys, above max_keys ({})",
+                self.keys.len(),
+                settings.max_keys
+            )));
+        }
+        let ttl = self.ttl.unwrap_or(settings.default_ttl);
+        self.manager.check_ttl(ttl, true)?;
+        let mut keys = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(given, key)| {
+                let full = self.manager.full_key(key).map_err(|e| match e {
+                    Error::InvalidArgument(m) => {
+                        Error::InvalidArgument(format!("lock_many key at position {given}: {m}"))
+                    }
+                    other => other,
+                })?;
+                Ok(PlannedKey {
+                    slot: LockManager::slot_of(&full),
+                    full,
+                    given,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The global order. Stable, so equal keys stay in the given order.
+        keys.sort_by(|a, b| (a.slot, &a.full).cmp(&(b.slot, &b.full)));
+        if let Some(pair) = keys.windows(2).find(|w| w[0].full == w[1].full) {
+            let user_key = &pair[0].full[self.manager.namespace_len()..];
+            return Err(Error::InvalidArgument(format!(
+                "lock_many was given the key {:?} twice (positions {} and {}): one holder cannot take a lock twice",
+                String::from_utf8_lossy(user_key),
+                pair[0].given,
+                pair[1].given
+            )));
+        }
+        let token = new_token();
+        Ok(Plan {
+            keys,
+            ttl_ms: ttl.as_millis() as u64,
+            ttl,
+            token,
+            value: lock_value(token, None),
+        })
+    }
+
+    /// One attempt: `true` when every key is ours, `false` when some key is
+    /// held by someone else. Unless it returns `true`, whatever it may have
+    /// taken has been given back.
+    async fn attempt(&self, plan: &Plan) -> Result<bool> {
+        let mut states = vec![KeyState::Untried; plan.keys.len()];
+        let outcome = self.take_all(plan, &mut states).await;
+        if !matches!(outcome, Ok(true)) {
+            self.roll_back(plan, &states).await;
+        }
+        outcome
+    }
+
+    /// Takes the keys shard by shard in the global order; stops at the first
+    /// shard that reports a key held by someone else.
+    async fn take_all(&self, plan: &Plan, states: &mut [KeyState]) -> Result<bool> {
+        let groups = self.group(plan, 0..plan.keys.len());
+        for group in groups {
+            let reroute = match &group.node {
+                Some(addr) => {
+                    self.take_on_node(plan, addr, &group.members, states)
+                        .await?
+                }
+                None => group.members.clone(),
+            };
+            let held =
+                |states: &[KeyState]| group.members.iter().any(|&i| states[i] == KeyState::Held);
+            if held(states) {
+                return Ok(false);
+            }
+            for i in reroute {
+                self.take_routed(plan, i, states).await?;
+            }
+            if held(states) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One pipeline of `SET NX GET` to `addr`; returns the keys to take
+    /// through the router instead (error replies, or all on a failed send).
+    async fn take_on_node(
+        &self,
+        plan: &Plan,
+        addr: &str,
+        members: &[usize],
+        states: &mut [KeyState],
+    ) -> Result<Vec<usize>> {
+        let client = self.manager.client();
+        let mut pipeline = Pipeline::with_capacity(members.len());
+        for &i in members {
+            pipeline.add_command(plan.set_cmd(&plan.keys[i]));
+            // Sent: it may be applied even if no reply comes back.
+            states[i] = KeyState::Unknown;
+        }
+        let deadline = Instant::now() + client.request_timeout();
+        let Ok(replies) = client
+            .router()
+            .send_to_node(addr, &pipeline, deadline)
+            .await
+        else {
+            // The router meets the same failure on the first resend and
+            // handles it (backoff, refresh hint).
+            return Ok(members.to_vec());
+        };
+        if replies.len() != members.len() {
+            return Err(Error::UnexpectedReply(format!(
+                "{} replies to a pipeline of {} SET NX GET",
+                replies.len(),
+                members.len()
+            )));
+        }
+        let mut reroute = Vec::new();
+        for (&i, reply) in members.iter().zip(&replies) {
+            states[i] = match classify_set(reply, plan.value.as_bytes()) {
+                Found::Taken => KeyState::Taken,
+                Found::Held => KeyState::Held,
+                Found::Reroute => {
+                    // An error reply: the command did not run there.
+                    reroute.push(i);
+                    KeyState::Untried
+                }
+                Found::Unexpected => {
+                    return Err(Error::UnexpectedReply(format!("SET NX GET: {reply:?}")));
+                }
+            };
+        }
+        Ok(reroute)
+    }
+
+    /// `SET NX GET` for one key through the router (follows MOVED and ASK).
+    async fn take_routed(&self, plan: &Plan, i: usize, states: &mut [KeyState]) -> Result<()> {
+        let key = &plan.keys[i];
+        states[i] = KeyState::Unknown;
+        let replies = self
+            .manager
+            .client()
+            .execute(key.slot, &Request::cmd(plan.set_cmd(key)))
+            .await?;
+        states[i] = match replies
+            .first()
+            .map(|r| classify_set(r, plan.value.as_bytes()))
+        {
+            Some(Found::Taken) => KeyState::Taken,
+            Some(Found::Held) => KeyState::Held,
+            _ => return Err(Error::UnexpectedReply(format!("SET NX GET: {replies:?}"))),
+        };
+        Ok(())
+    }
+
+    /// Gives back every key this attempt took or may have taken:
+    /// compare-and-delete with our value, one pipeline per shard
+    /// (concurrently), error replies and failed sends resent one by one
+    /// through the router. A key that cannot be given back expires after its
+    /// TTL; a later attempt of this call recognises it as its own.
+    async fn roll_back(&self, plan: &Plan, states: &[KeyState]) {
+        let ours = (0..plan.keys.len())
+            .filter(|&i| matches!(states[i], KeyState::Taken | KeyState::Unknown));
+        let groups = self.group(plan, ours);
+        if groups.is_empty() {
+            return;
+        }
+        let rerouted = join_all(groups.iter().map(|group| async move {
+            match &group.node {
+                Some(addr) => self.release_on_node(plan, addr, &group.members).await,
+                None => group.members.clone(),
+            }
+        }))
+        .await;
+        let client = self.manager.client();
+        join_all(rerouted.into_iter().flatten().map(|i| async move {
+            let key = &plan.keys[i];
+            let release = scripts::release(&key.full, &plan.value);
+            if let Err(e) = client.execute(key.slot, &release).await {
+                tracing::debug!(error = %e, "lock_many rollback failed; the lease expires by its TTL");
+            }
+        }))
+        .await;
+    }
+
+    /// One pipeline of `release.lua` calls to `addr` (resent by source if
+    /// the node does not know the script); returns the keys whose release
+    /// must go through the router.
+    async fn release_on_node(&self, plan: &Plan, addr: &str, members: &[usize]) -> Vec<usize> {
+        let client = self.manager.client();
+        let deadline = Instant::now() + client.request_timeout();
+        for eval in [false, true] {
+            let mut pipeline = Pipeline::with_capacity(members.len());
+            for &i in members {
+                let release = scripts::release(&plan.keys[i].full, &plan.value);
+                for cmd in release.attempt(false, eval).cmd_iter() {
+                    pipeline.add_command(cmd.clone());
+                }
+            }
+            match client
+                .router()
+                .send_to_node(addr, &pipeline, deadline)
+                .await
+            {
+                Ok(replies) if !eval && replies.iter().any(is_noscript) => continue,
+                Ok(replies) => {
+                    let answered = replies.iter().map(Some).chain(std::iter::repeat(None));
+                    return members
+                        .iter()
+                        .zip(answered)
+                        .filter(|(_, reply)| !matches!(reply, Some(Value::Int(_))))
+                        .map(|(&i, _)| i)
+                        .collect();
+                }
+                Err(_) => break,
+            }
+        }
+        members.to_vec()
+    }
+
+    /// Groups `indices` (in the global order) by the primary serving their
+    /// slot in the current slot map.
+    fn group(&self, plan: &Plan, indices: impl IntoIterator<Item = usize>) -> Vec<Group> {
+        let topology = self.manager.client().topology();
+        group_by_node(
+            indices.into_iter().map(|i| (i, plan.keys[i].slot)),
+            |slot| {
+                topology
+                    .primary_of_slot(slot)
+                    .map(|node| node.addr().clone())
+            },
+        )
+    }
+
+    /// The guards of a fully taken plan, registered for renewal, in the
+    /// order the keys were given.
+    fn guards(&self, plan: Plan) -> LockGuards {
+        let mut leases: Vec<(usize, Arc<Lease>)> = plan
+            .keys
+            .into_iter()
+            .map(|key| {
+                let lease = Lease::new(key.full, key.slot, plan.token, None, plan.ttl, true);
+                (key.given, Arc::new(lease))
+            })
+            .collect();
+        for (_, lease) in &leases {
+            self.manager.register(lease.clone());
+        }
+        leases.sort_unstable_by_key(|(given, _)| *given);
+        LockGuards {
+            guards: leases
+                .into_iter()
+                .map(|(_, lease)| LockGuard::new(lease, self.manager.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// A call's checked arguments, fixed for all its attempts.
+struct Plan {
+    /// In the global order: by slot, then by full key.
+    keys: Vec<PlannedKey>,
+    ttl: Duration,
+    ttl_ms: u64,
+    token: u128,
+    /// What every key holds while we hold it.
+    value: String,
+}
+
+struct PlannedKey {
+    /// Namespace included.
+    full: Box<[u8]>,
+    slot: u16,
+    /// Position in the list as given.
+    given: usize,
+}
+
+impl Plan {
+    fn set_cmd(&self, key: &PlannedKey) -> redis::Cmd {
+        let mut set = redis::cmd("SET");
+        set.arg(&key.full[..])
+            .arg(&self.value)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl_ms)
+            .arg("GET");
+        set
+    }
+}
+
+/// Where one key of an attempt stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyState {
+    /// Not sent, or refused with an error reply (not applied).
+    Untried,
+    /// Ours.
+    Taken,
+    /// Held by someone else.
+    Held,
+    /// Sent without an answer: perhaps ours; given back on rollback.
+    Unknown,
+}
+
+/// Keys served by one node, in the global order.
+#[derive(Debug, PartialEq, Eq)]
+struct Group {
+    /// `None`: no known node serves the slot; take the keys through the router.
+    node: Option<Arc<str>>,
+    members: Vec<usize>,
+}
+
+/// Groups `(index, slot)` pairs by `node_of(slot)`, groups in the order of
+/// their first member, members in the order given.
+fn group_by_node(
+    keys: impl IntoIterator<Item = (usize, u16)>,
+    node_of: impl Fn(u16) -> Option<Arc<str>>,
+) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, slot) in keys {
+        let node = node_of(slot);
+        match groups.iter_mut().find(|g| g.node == node) {
+            Some(group) => group.members.push(i),
+            None => groups.push(Group {
+                node,
+                members: vec![i],
+            }),
+        }
+    }
+    groups
+}
+
+/// What one `SET … NX GET` reply says about its key.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// Nil (we set it) or our own value (an earlier attempt set it).
+    Taken,
+    /// Someone else's value.
+    Held,
+    /// An error reply: take the key through the router.
+    Reroute,
+    /// Not a reply `SET … GET` gives.
+    Unexpected,
+}
+
+fn classify_set(reply: &Value, ours: &[u8]) -> Found {
+    match reply {
+        Value::Nil => Found::Taken,
+        Value::BulkString(held) if held == ours => Found::Taken,
+        Value::BulkString(_) => Found::Held,
+        Value::ServerError(_) => Found::Reroute,
+        _ => Found::Unexpected,
+    }
+}
+
+fn is_noscript(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// An error reply, through the redis crate's own parser.
+    fn error(line: &str) -> Value {
+        let reply = redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap();
+        assert!(matches!(reply, Value::ServerError(_)), "{reply:?}");
+        reply
+    }
+
+    /// Nil and our own value are taken, another value is held, error replies
+    /// (redirects, cluster down) go through the router, anything else is bad.
+    #[test]
+    fn set_replies() {
+        let ours = b"00000000000000000000000000000001";
+        let table = [
+            (Value::Nil, Found::Taken),
+            (bulk("00000000000000000000000000000001"), Found::Taken),
+            (bulk("00000000000000000000000000000002"), Found::Held),
+            (error("MOVED 3999 127.0.0.1:6381"), Found::Reroute),
+            (error("ASK 3999 127.0.0.1:6381"), Found::Reroute),
+            (
+                error("TRYAGAIN Multiple keys request during rehashing of slot"),
+                Found::Reroute,
+            ),
+            (error("CLUSTERDOWN The cluster is down"), Found::Reroute),
+            (Value::Okay, Found::Unexpected),
+            (Value::Int(1), Found::Unexpected),
+        ];
+        for (reply, found) in table {
+            assert_eq!(classify_set(&reply, ours), found, "{reply:?}");
+        }
+    }
+
+    /// Keys keep the global order inside a group; groups come in the order of
+    /// their first key; unserved slots form their own group.
+    #[test]
+    fn groups_follow_the_first_key() {
+        let node_of = |slot: u16| -> Option<Arc<str>> {
+            match slot {
+                0..=99 => Some("a:1".into()),
+                100..=199 => Some("b:2".into()),
+                200..=299 => None,
+                _ => Some("a:1".into()),
+            }
+        };
+        let keys = [(0, 150), (1, 150), (2, 10), (3, 250), (4, 300), (5, 120)];
+        let groups = group_by_node(keys, node_of);
+        let got: Vec<(Option<&str>, Vec<usize>)> = groups
+            .iter()
+            .map(|g| (g.node.as_deref(), g.members.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("b:2"), vec![0, 1, 5]),
+                (Some("a:1"), vec![2, 4]),
+                (None, vec![3]),
+            ]
+        );
+        assert!(group_by_node([], node_of).is_empty());
     }
 }

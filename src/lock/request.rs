@@ -90,7 +90,8 @@ impl LockRequest {
 
     /// After taking the lease, wait until `n` replicas acknowledge it
     /// (`WAIT n`, in the same round trip). If fewer do within half the
-    /// response timeout, the lease is released and the request fails with
+    /// response timeout, the lease is released (or, if that fails, left to
+    /// expire by its TTL) and the request fails with
     /// [`Error::ReplicationTimeout`]. This narrows the window in which a
     /// failover loses the lease; it does not close it (see the crate docs).
     pub fn replicas(mut self, n: u32) -> Self {
@@ -201,6 +202,7 @@ impl LockRequest {
             plan.token,
             fence,
             plan.ttl,
+            self.auto_renew,
         ));
         if let Some(wanted) = self.replicas {
             let acked = match replies.get(1) {
@@ -208,8 +210,12 @@ impl LockRequest {
                 other => return Err(Error::UnexpectedReply(format!("WAIT: {other:?}"))),
             };
             if acked < u64::from(wanted) {
+                // Give the lease back; if that fails too, it expires by its
+                // TTL. Either way the caller learns why it does not hold it.
                 let release = scripts::release(&lease.key, &lease.value());
-                client.execute(plan.slot, &release).await?;
+                if let Err(e) = client.execute(plan.slot, &release).await {
+                    tracing::debug!(error = %e, "release after a replication timeout failed; the lease expires by its TTL");
+                }
                 return Err(Error::ReplicationTimeout {
                     acked,
                     wanted: wanted.into(),

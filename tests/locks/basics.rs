@@ -60,3 +60,35 @@ async fn standalone_server_locks() {
         .unwrap();
     again.release().await.unwrap();
 }
+
+/// A lease without auto-renewal may be extended by less than three renewal
+/// intervals (the floor applies only to auto-renewed leases).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_unrenewed_lease_extends() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = shardlock::LockManager::builder()
+        .seeds([server.url()])
+        .build()
+        .await
+        .unwrap();
+    let guard = mgr
+        .lock("short")
+        .auto_renew(false)
+        .ttl(Duration::from_millis(100))
+        .acquire()
+        .await
+        .unwrap();
+    guard.extend(Duration::from_millis(150)).await.unwrap();
+    let renewed = mgr
+        .lock("renewed")
+        .ttl(Duration::from_secs(1))
+        .acquire()
+        .await
+        .unwrap();
+    assert!(matches!(
+        renewed.extend(Duration::from_millis(150)).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    guard.release().await.unwrap();
+    renewed.release().await.unwrap();
+}

@@ -19,7 +19,6 @@ pub async fn manager(cluster: &TestCluster) -> LockManager {
 }
 
 /// Polls `condition` until it holds; panics naming `what` after `timeout`.
-#[allow(dead_code)]
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
@@ -36,4 +35,15 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A user key whose lock key (under the test namespace `lock:`) lives in
+/// `slot`: the hash tag decides the slot, the namespace has no braces.
+pub fn key_in(slot: u16, name: &str) -> String {
+    format!("{{{}}}:{name}", shardlock::slot_tag(slot))
+}
+
+/// The lock key of user key `key` under the test namespace `lock:`.
+pub fn lock_key(key: &str) -> String {
+    format!("lock:{key}")
 }

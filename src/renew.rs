@@ -9,10 +9,10 @@
 //! lease is due once a third of its TTL has passed since its last renewal —
 //! and groups them by the primary that serves their slot in the current
 //! slot map. Per primary it sends one pipeline of `renew_batch.lua` calls,
-//! each carrying up to `renew_chunk` leases in ARGV (undeclared keys, so one
-//! call covers many slots of that node). Round trips per tick are therefore
-//! one per shard, and script calls per tick one per chunk: both grow with
-//! shards and chunks, not with leases.
+//! each carrying up to `renew_chunk` leases of one TTL in ARGV (undeclared
+//! keys, so one call covers many slots of that node). Round trips per tick
+//! are therefore one per shard, and script calls per tick one per chunk:
+//! both grow with shards and chunks, not with leases.
 //!
 //! Per lease the answer is: renewed; gone or held by another token (the
 //! lease is marked lost and `lost()` resolves); or not touchable on that
@@ -21,6 +21,11 @@
 //! lease that cannot be confirmed before its TTL runs out (its node is
 //! unreachable) is marked lost too: the holder can no longer know it holds
 //! it.
+//!
+//! Requests are not awaited in turn: the worker keeps them in flight and
+//! acts on each as it lands, while it goes on ticking. A dead or failing-over
+//! node therefore delays only its own leases (whose requests end when they
+//! expire, at the latest), never the renewal of the other shards.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -28,7 +33,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::future::{BoxFuture, join_all};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -86,7 +92,7 @@ pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHa
     RenewHandle { tx, paused }
 }
 
-/// A lease waiting for its next renewal.
+/// A lease waiting for its next renewal (or in flight).
 struct Due {
     /// When to renew next.
     at: Instant,
@@ -119,41 +125,76 @@ struct Worker {
     client: Client,
     interval: Duration,
     chunk: usize,
+    /// Leases waiting for their next renewal; a lease in flight is not here.
     queue: BinaryHeap<Due>,
     releases: Vec<Arc<Lease>>,
 }
 
-/// What became of one lease in a tick.
+/// What became of one lease in a request.
 enum Fate {
-    Renewed,
+    /// Its key now expires this many milliseconds after the request was
+    /// sent (the TTL the request carried, which `extend` may have changed
+    /// since).
+    Renewed(u32),
     Lost,
     /// Could not be decided here; retry through the router.
     Retry,
 }
 
+/// A request of the worker in flight; it never borrows the worker, so the
+/// worker keeps ticking while a slow node or a failover holds it up.
+type Flight = BoxFuture<'static, Landing>;
+
+/// What a request in flight brings back.
+enum Landing {
+    /// A node's batch, sent at `sent_at`: each lease and its fate.
+    Batch {
+        sent_at: Instant,
+        fates: Vec<(Due, Fate)>,
+    },
+    /// One lease renewed on its own through the router.
+    Single {
+        sent_at: Instant,
+        entry: Due,
+        fate: Fate,
+    },
+    /// Background releases done.
+    Released,
+}
+
 impl Worker {
+    /// Ticks, sends, and acts on each request's outcome as soon as it lands:
+    /// a slow node delays only its own leases, and a lease whose renewal
+    /// cannot be confirmed is reported lost when its TTL runs out, not when
+    /// the slowest request of its tick ends.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => self.accept(msg),
                     None => break,
                 },
+                Some(landing) = flights.next(), if !flights.is_empty() => {
+                    self.land(landing, &flights);
+                }
                 _ = tick.tick() => {
                     // Take everything already queued, so a burst of
                     // registrations lands in this tick's batches.
                     while let Ok(msg) = rx.try_recv() {
                         self.accept(msg);
                     }
-                    self.release_dropped().await;
-                    self.renew_due().await;
+                    self.release_dropped(&flights);
+                    self.renew_due(&flights);
                 }
             }
         }
-        // Manager and guards are gone: release what was dropped last.
-        self.release_dropped().await;
+        // Manager and guards are gone: release what was dropped last, and
+        // let the requests in flight end (each is bounded by its deadline).
+        self.release_dropped(&flights);
+        while flights.next().await.is_some() {}
     }
 
     fn accept(&mut self, msg: Msg) {
@@ -171,25 +212,31 @@ impl Worker {
         }
     }
 
-    /// Releases the leases of dropped guards, all at once.
-    async fn release_dropped(&mut self) {
+    /// Releases the leases of dropped guards, all at once, in the background.
+    fn release_dropped(&mut self, flights: &FuturesUnordered<Flight>) {
         if self.releases.is_empty() {
             return;
         }
         let leases = std::mem::take(&mut self.releases);
-        let client = &self.client;
-        join_all(leases.iter().map(|lease| async move {
-            let request = scripts::release(&lease.key, &lease.value());
-            // A failed release leaves the lease to expire after its TTL.
-            if let Err(e) = client.execute(lease.slot, &request).await {
-                tracing::debug!(error = %e, "background release failed; the lease expires by its TTL");
-            }
-        }))
-        .await;
+        let client = self.client.clone();
+        flights.push(Box::pin(async move {
+            join_all(leases.iter().map(|lease| {
+                let client = &client;
+                async move {
+                    let request = scripts::release(&lease.key, &lease.value());
+                    // A failed release leaves the lease to expire after its TTL.
+                    if let Err(e) = client.execute(lease.slot, &request).await {
+                        tracing::debug!(error = %e, "background release failed; the lease expires by its TTL");
+                    }
+                }
+            }))
+            .await;
+            Landing::Released
+        }));
     }
 
-    /// Renews every lease that is due, one pipeline per shard.
-    async fn renew_due(&mut self) {
+    /// Sends every lease that is due: one pipeline per primary.
+    fn renew_due(&mut self, flights: &FuturesUnordered<Flight>) {
         let now = Instant::now();
         let mut due = Vec::new();
         while self.queue.peek().is_some_and(|d| d.at <= now) {
@@ -199,151 +246,93 @@ impl Worker {
                 due.push(entry);
             }
         }
+        // A lease whose TTL ran out since its last confirmed renewal may be
+        // gone on the server: the holder can no longer know it holds it.
+        due.retain(|entry| {
+            let expired = now >= entry.expires;
+            if expired {
+                entry.lease.mark_lost();
+            }
+            !expired
+        });
         if due.is_empty() {
             return;
         }
         if self.paused.load(Relaxed) {
             // Nothing is sent: each lease is lost once its TTL has run out.
             for entry in due {
-                if now >= entry.expires {
-                    entry.lease.mark_lost();
-                } else {
-                    self.queue.push(Due {
-                        at: now + self.interval,
-                        ..entry
-                    });
-                }
+                self.queue.push(Due {
+                    at: now + self.interval,
+                    ..entry
+                });
             }
             return;
         }
 
-        // Group by (primary, ttl): one script call carries one TTL.
         let topology = self.client.topology();
-        let mut groups: HashMap<(Arc<str>, u32), Vec<Due>> = HashMap::new();
-        let mut unrouted = Vec::new();
+        let mut groups: HashMap<Arc<str>, Vec<Due>> = HashMap::new();
         for entry in due {
             match topology.primary_of_slot(entry.lease.slot) {
-                Some(node) => {
-                    let ttl_ms = entry.lease.ttl().as_millis() as u32;
-                    groups
-                        .entry((node.addr().clone(), ttl_ms))
-                        .or_default()
-                        .push(entry);
-                }
-                None => unrouted.push(entry),
+                Some(node) => groups.entry(node.addr().clone()).or_default().push(entry),
+                None => flights.push(Box::pin(renew_one(self.client.clone(), entry))),
             }
         }
         drop(topology);
+        for (addr, entries) in groups {
+            let client = self.client.clone();
+            let batch = renew_on_node(client, addr, entries, self.chunk, self.interval);
+            flights.push(Box::pin(batch));
+        }
+    }
 
-        let sent_at = Instant::now();
-        let batches = groups
-            .into_iter()
-            .map(|((addr, ttl_ms), entries)| self.renew_on_node(addr, ttl_ms, entries));
-        let mut retry = unrouted;
-        for outcome in join_all(batches).await {
-            for (entry, fate) in outcome {
+    /// Acts on the outcome of one request.
+    fn land(&mut self, landing: Landing, flights: &FuturesUnordered<Flight>) {
+        match landing {
+            Landing::Batch { sent_at, fates } => {
+                for (entry, fate) in fates {
+                    match fate {
+                        Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
+                        Fate::Lost => {
+                            entry.lease.mark_lost();
+                        }
+                        Fate::Retry => {
+                            flights.push(Box::pin(renew_one(self.client.clone(), entry)))
+                        }
+                    }
+                }
+            }
+            Landing::Single {
+                sent_at,
+                entry,
+                fate,
+            } => {
+                let now = Instant::now();
                 match fate {
-                    Fate::Renewed => self.requeue(entry, sent_at),
+                    Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
                     Fate::Lost => {
                         entry.lease.mark_lost();
                     }
-                    Fate::Retry => retry.push(entry),
-                }
-            }
-        }
-        if !retry.is_empty() {
-            self.renew_one_by_one(retry).await;
-        }
-    }
-
-    /// One pipeline to `addr` with `renew_batch.lua` per chunk of leases.
-    async fn renew_on_node(
-        &self,
-        addr: Arc<str>,
-        ttl_ms: u32,
-        entries: Vec<Due>,
-    ) -> Vec<(Due, Fate)> {
-        let deadline = Instant::now() + self.client.request_timeout();
-        let chunks: Vec<&[Due]> = entries.chunks(self.chunk).collect();
-        let mut replies = None;
-        // By SHA1 first; by source if the node does not know the script.
-        for eval in [false, true] {
-            let pipeline = renew_pipeline(&chunks, ttl_ms, eval);
-            match self
-                .client
-                .router()
-                .send_to_node(&addr, &pipeline, deadline)
-                .await
-            {
-                Ok(r) if !eval && r.iter().any(is_noscript) => continue,
-                Ok(r) => {
-                    replies = Some(r);
-                    break;
-                }
-                Err(action) => {
-                    if matches!(action, Action::Refresh(_)) {
-                        let _ = self.client.hint_refresh();
+                    // It cannot be confirmed any more: the holder can no
+                    // longer know it holds it.
+                    Fate::Retry if now >= entry.expires => {
+                        entry.lease.mark_lost();
                     }
-                    break;
+                    Fate::Retry => self.queue.push(Due {
+                        at: now + self.interval,
+                        ..entry
+                    }),
                 }
             }
-        }
-        crate::metrics::renew_batch(entries.len(), chunks.len());
-        let fates: Vec<Fate> = match replies {
-            Some(replies) => chunks
-                .iter()
-                .zip(replies.iter().chain(std::iter::repeat(&Value::Nil)))
-                .flat_map(|(chunk, reply)| chunk_fates(chunk.len(), reply))
-                .collect(),
-            None => entries.iter().map(|_| Fate::Retry).collect(),
-        };
-        entries.into_iter().zip(fates).collect()
-    }
-
-    /// Renews leases one by one through the router (which follows MOVED
-    /// and ASK); a lease that cannot be confirmed before it expires is lost.
-    async fn renew_one_by_one(&mut self, entries: Vec<Due>) {
-        let client = &self.client;
-        let sent_at = Instant::now();
-        let results = join_all(entries.into_iter().map(|entry| async move {
-            let lease = &entry.lease;
-            let deadline = entry.expires.max(Instant::now() + Duration::from_millis(1));
-            let request =
-                scripts::extend(&lease.key, &lease.value(), lease.ttl().as_millis() as u64);
-            let fate = match client.execute_until(lease.slot, &request, deadline).await {
-                Ok(replies) => match replies.first() {
-                    Some(Value::Int(1)) => Fate::Renewed,
-                    Some(Value::Int(0)) => Fate::Lost,
-                    _ => Fate::Retry,
-                },
-                Err(_) => Fate::Retry,
-            };
-            (entry, fate)
-        }))
-        .await;
-        let now = Instant::now();
-        for (entry, fate) in results {
-            match fate {
-                Fate::Renewed => self.requeue(entry, sent_at),
-                Fate::Lost => {
-                    entry.lease.mark_lost();
-                }
-                Fate::Retry if now >= entry.expires => {
-                    entry.lease.mark_lost();
-                }
-                Fate::Retry => self.queue.push(Due {
-                    at: now + self.interval,
-                    ..entry
-                }),
-            }
+            Landing::Released => {}
         }
     }
 
-    /// Schedules the next renewal of a lease renewed by a request sent at
-    /// `sent_at` (its new expiry counts from the send, the safe side).
-    fn requeue(&mut self, entry: Due, sent_at: Instant) {
+    /// Schedules the next renewal of a lease renewed for `ttl_ms` by a
+    /// request sent at `sent_at` (its new expiry counts from the send, the
+    /// safe side).
+    fn requeue(&mut self, entry: Due, sent_at: Instant, ttl_ms: u32) {
         crate::metrics::renewed();
-        let ttl = entry.lease.ttl();
+        let ttl = Duration::from_millis(ttl_ms.into());
         self.queue.push(Due {
             at: sent_at + ttl / 3,
             expires: sent_at + ttl,
@@ -352,8 +341,93 @@ impl Worker {
     }
 }
 
+/// One pipeline to `addr` with a `renew_batch.lua` call per chunk of
+/// leases (a call carries one TTL, so leases are grouped by TTL first).
+/// The request is cut off when the first of its leases expires (but not
+/// before one renewal `interval`): the leases not confirmed by then are
+/// decided one by one (see [`renew_one`]), each by its own expiry.
+async fn renew_on_node(
+    client: Client,
+    addr: Arc<str>,
+    entries: Vec<Due>,
+    chunk: usize,
+    interval: Duration,
+) -> Landing {
+    let sent_at = Instant::now();
+    let first_expiry = entries.iter().map(|e| e.expires).min();
+    let cutoff = first_expiry.unwrap_or(sent_at).max(sent_at + interval);
+    let deadline = cutoff.min(sent_at + client.request_timeout());
+    let mut entries: Vec<(u32, Due)> = entries.into_iter().map(|e| (ttl_ms(&e.lease), e)).collect();
+    entries.sort_by_key(|(ttl_ms, _)| *ttl_ms);
+    let chunks: Vec<&[(u32, Due)]> = entries
+        .chunk_by(|a, b| a.0 == b.0)
+        .flat_map(|same_ttl| same_ttl.chunks(chunk))
+        .collect();
+    let mut replies = None;
+    // By SHA1 first; by source if the node does not know the script.
+    for eval in [false, true] {
+        let pipeline = renew_pipeline(&chunks, eval);
+        match client
+            .router()
+            .send_to_node(&addr, &pipeline, deadline)
+            .await
+        {
+            Ok(r) if !eval && r.iter().any(is_noscript) => continue,
+            Ok(r) => {
+                replies = Some(r);
+                break;
+            }
+            Err(action) => {
+                if matches!(action, Action::Refresh(_)) {
+                    let _ = client.hint_refresh();
+                }
+                break;
+            }
+        }
+    }
+    crate::metrics::renew_batch(entries.len(), chunks.len());
+    let fates: Vec<Fate> = match replies {
+        Some(replies) => chunks
+            .iter()
+            .zip(replies.iter().chain(std::iter::repeat(&Value::Nil)))
+            .flat_map(|(chunk, reply)| chunk_fates(chunk.len(), chunk[0].0, reply))
+            .collect(),
+        None => entries.iter().map(|_| Fate::Retry).collect(),
+    };
+    let fates = entries.into_iter().map(|(_, e)| e).zip(fates).collect();
+    Landing::Batch { sent_at, fates }
+}
+
+/// Renews one lease through the router (which follows MOVED and ASK),
+/// trying until the lease expires.
+async fn renew_one(client: Client, entry: Due) -> Landing {
+    let sent_at = Instant::now();
+    let lease = &entry.lease;
+    let ttl_ms = ttl_ms(lease);
+    let deadline = entry.expires.max(sent_at + Duration::from_millis(1));
+    let request = scripts::extend(&lease.key, &lease.value(), ttl_ms.into());
+    let fate = match client.execute_until(lease.slot, &request, deadline).await {
+        Ok(replies) => match replies.first() {
+            Some(Value::Int(1)) => Fate::Renewed(ttl_ms),
+            Some(Value::Int(0)) => Fate::Lost,
+            _ => Fate::Retry,
+        },
+        Err(_) => Fate::Retry,
+    };
+    Landing::Single {
+        sent_at,
+        entry,
+        fate,
+    }
+}
+
+/// The lease's TTL in milliseconds (validated to fit on input).
+fn ttl_ms(lease: &Lease) -> u32 {
+    u32::try_from(lease.ttl().as_millis()).unwrap_or(u32::MAX)
+}
+
 /// `EVALSHA renew_batch 0 ttl key value key value …` per chunk.
-fn renew_pipeline(chunks: &[&[Due]], ttl_ms: u32, eval: bool) -> redis::Pipeline {
+fn renew_pipeline(chunks: &[&[(u32, Due)]], eval: bool) -> redis::Pipeline {
     let script = &*scripts::RENEW_BATCH;
     let mut pipeline = redis::Pipeline::with_capacity(chunks.len());
     for chunk in chunks {
@@ -366,8 +440,8 @@ fn renew_pipeline(chunks: &[&[Due]], ttl_ms: u32, eval: bool) -> redis::Pipeline
             c.arg(script.sha1());
             c
         };
-        cmd.arg(0).arg(ttl_ms);
-        for entry in chunk.iter() {
+        cmd.arg(0).arg(chunk[0].0);
+        for (_, entry) in chunk.iter() {
             cmd.arg(&entry.lease.key[..]).arg(entry.lease.value());
         }
         pipeline.add_command(cmd);
@@ -379,13 +453,14 @@ fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
-/// Per-lease fates from one `renew_batch.lua` reply for `n` leases.
-fn chunk_fates(n: usize, reply: &Value) -> Vec<Fate> {
+/// Per-lease fates from one `renew_batch.lua` reply for `n` leases renewed
+/// for `ttl_ms`.
+fn chunk_fates(n: usize, ttl_ms: u32, reply: &Value) -> Vec<Fate> {
     match reply {
         Value::Array(items) if items.len() == n => items
             .iter()
             .map(|item| match item {
-                Value::Int(1) => Fate::Renewed,
+                Value::Int(1) => Fate::Renewed(ttl_ms),
                 Value::Int(0) => Fate::Lost,
                 // An error text: not touchable on this node.
                 _ => Fate::Retry,

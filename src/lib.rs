@@ -2,22 +2,45 @@
 //!
 //! This crate talks to a Redis Cluster directly: it computes each key's hash
 //! slot, keeps its own snapshot of which primary serves which slot, and
-//! follows the cluster through resharding and failover. This release holds
-//! the routing core that lock operations run on; [`Client`] is its public
-//! handle.
+//! follows the cluster through resharding and failover. [`LockManager`]
+//! holds exclusive leases on it; [`Client`] is the routed connection
+//! underneath.
 //!
 //! ```no_run
 //! # async fn example() -> shardlock::Result<()> {
-//! let client = shardlock::Client::builder()
+//! use std::time::Duration;
+//! let mgr = shardlock::LockManager::builder()
 //!     .seeds(["redis://127.0.0.1:7000"]) // any node(s), or one standalone server
+//!     .namespace("lock:")
 //!     .build()
 //!     .await?;
-//! let key = "{order:42}:state";
-//! let _: () = client.query(key, redis::cmd("SET").arg(key).arg("paid").clone()).await?;
-//! # Ok(()) }
+//! let guard = mgr.lock("order:42").ttl(Duration::from_secs(10)).fenced().acquire().await?;
+//! let token = guard.fencing_token(); // give it to the protected resource
+//! guard.release().await?;
+//! # let _ = token; Ok(()) }
 //! ```
 //!
-//! # What holds
+//! # What holds for locks
+//!
+//! - Only the holder of a lease can release or extend it: each acquisition
+//!   stores a fresh 128-bit random token and both operations compare it.
+//! - Acquire is one `SET … NX PX … GET`; a retry that finds its own token
+//!   counts as acquired, so lost replies are harmless.
+//! - Auto-renewed leases are renewed once a third of their TTL has passed,
+//!   batched per shard; a lease found gone or taken, or not confirmed before
+//!   its TTL ran out, is reported through [`LockGuard::lost`].
+//! - Fencing tokens strictly increase per resource, also across a failover
+//!   that lost recent writes, as long as the new primary's clock is not
+//!   behind the old one's by more than the failover took.
+//!
+//! # What does not
+//!
+//! - Redis replicates asynchronously: a failover can lose a lease, and then
+//!   two clients may believe they hold it until the first one's renewal
+//!   reports the loss. Fencing tokens, checked by the protected resource, are
+//!   what makes that safe. `.replicas(n)` narrows the window, no more.
+//!
+//! # What holds for routing
 //!
 //! - Every request goes to the primary that serves its slot in the current
 //!   snapshot; `MOVED` and `ASK` are followed, transient cluster states
@@ -30,11 +53,10 @@
 //! - The slot map is never locked across an `.await`: readers load an
 //!   immutable [`Topology`]; only the refresher and `MOVED` patches replace it.
 //!
-//! # What does not
+//! # What routing does not promise
 //!
-//! - Redis replicates asynchronously. A write acknowledged by a primary that
-//!   dies before replicating it is gone after the failover; retrying cannot
-//!   bring it back.
+//! - A write acknowledged by a primary that dies before replicating it is
+//!   gone after the failover; retrying cannot bring it back.
 //! - A slot map is a snapshot and may be stale; correctness comes from the
 //!   server's redirects, not from the snapshot.
 //!
@@ -54,6 +76,9 @@
 //! - `refresh`: the single-flight topology refresher (handle plus worker).
 //! - `router`: slot → node → send → act on `classify`, within a deadline.
 //! - `client`: [`Client`] and [`ClientBuilder`].
+//! - [`lock`]: [`LockManager`], [`LockRequest`], [`LockGuard`], `lock_many`,
+//!   fencing tokens; `scripts` and `src/lua/*.lua`: the Lua it runs.
+//! - `renew`: the renewal task (handle plus worker), batched per shard.
 //! - [`metrics`]: metric names; recording goes through the `metrics` facade
 //!   and the application installs the exporter.
 //! - `testkit` (feature `testkit`): real local `redis-server` clusters and

@@ -1,28 +1,30 @@
-//! shardlock-loadtest: drives routed commands against a Redis Cluster (an
-//! embedded local six-node cluster by default) and compares the rate with
+//! shardlock-loadtest: drives lock cycles (acquire, then release) against a
+//! Redis Cluster — an embedded local six-node cluster by default — checks
+//! that no two workers ever held one key at once, and compares the rate with
 //! `redis-benchmark` on the same cluster in the same run.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use shardlock::testkit::TestCluster;
-use shardlock::{Client, Request, key_slot};
+use shardlock::LockManager;
+use shardlock::testkit::{TestCluster, redis_benchmark_set};
 use tokio::time::Instant;
 
-/// Load test for shardlock's routing core.
+/// Load test for shardlock: acquire+release cycles on many keys.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// How long to drive load, in seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Concurrent tasks sending requests.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    /// Number of distinct keys (spread over all slots).
+    /// Concurrent workers, each running one cycle at a time.
+    #[arg(long, default_value_t = 50)]
+    workers: usize,
+    /// Number of distinct keys, chosen uniformly.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
     /// Seed node(s) of an existing cluster; without it a local six-node
@@ -34,20 +36,75 @@ struct Args {
     no_baseline: bool,
 }
 
-#[derive(Debug)]
-struct Report {
-    ops: u64,
+/// Keys held right now, by this process's workers: a second holder of one
+/// key is a violation of mutual exclusion.
+struct Holders {
+    shards: Vec<Mutex<HashSet<u64>>>,
+    violations: AtomicU64,
+}
+
+impl Holders {
+    fn new() -> Holders {
+        Holders {
+            shards: (0..64).map(|_| Mutex::new(HashSet::new())).collect(),
+            violations: AtomicU64::new(0),
+        }
+    }
+
+    fn enter(&self, key: u64) {
+        let mut held = self.shards[key as usize % 64].lock().unwrap();
+        if !held.insert(key) {
+            self.violations.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn leave(&self, key: u64) {
+        self.shards[key as usize % 64].lock().unwrap().remove(&key);
+    }
+}
+
+struct Tally {
+    cycles: u64,
+    contended: u64,
     errors: u64,
-    elapsed: Duration,
-    latency: Histogram<u64>,
+    acquire: Histogram<u64>,
+    cycle: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            cycles: 0,
+            contended: 0,
+            errors: 0,
+            acquire: Histogram::new(3).expect("3 significant digits is valid"),
+            cycle: Histogram::new(3).expect("3 significant digits is valid"),
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.cycles += other.cycles;
+        self.contended += other.contended;
+        self.errors += other.errors;
+        let _ = self.acquire.add(other.acquire);
+        let _ = self.cycle.add(other.cycle);
+    }
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
     let args = Args::parse();
-    if args.concurrency == 0 || args.keys == 0 || args.seconds == 0 {
-        return Err("--concurrency, --keys and --seconds must be above zero".into());
+    if args.workers == 0 || args.keys == 0 || args.seconds == 0 {
+        eprintln!("error: --workers, --keys and --seconds must be above zero");
+        std::process::exit(2);
     }
+    if let Err(e) = run(args).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let embedded = if args.seed.is_empty() {
         eprintln!("starting a local cluster: 3 primaries + 3 replicas");
         Some(TestCluster::start().await?)
@@ -58,87 +115,95 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(cluster) => cluster.seeds(),
         None => args.seed.clone(),
     };
-    let client = Client::builder().seeds(&seeds).build().await?;
+    let mgr = LockManager::builder().seeds(&seeds).build().await?;
     eprintln!(
-        "cluster: {} shards; driving SET for {} s with {} tasks over {} keys",
-        client.topology().shards().len(),
-        args.seconds,
-        args.concurrency,
-        args.keys
+        "cluster: {} shards; {} workers, {} keys, {} s of acquire+release cycles (try mode)",
+        mgr.client().topology().shards().len(),
+        args.workers,
+        args.keys,
+        args.seconds
     );
 
-    let report = drive(&client, &args).await;
-    let rate = report.ops as f64 / report.elapsed.as_secs_f64();
+    let holders = Arc::new(Holders::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..args.workers {
+        let (mgr, holders, stop, keys) = (mgr.clone(), holders.clone(), stop.clone(), args.keys);
+        tasks.spawn(async move {
+            let mut tally = Tally::new();
+            let mut rng = fastrand::Rng::with_seed(worker as u64);
+            while !stop.load(Relaxed) {
+                let n = rng.u64(..keys);
+                let key = format!("load:{n}");
+                let t = Instant::now();
+                match mgr.lock(&key).auto_renew(false).try_acquire().await {
+                    Ok(Some(guard)) => {
+                        let _ = tally.acquire.record(t.elapsed().as_micros() as u64);
+                        // Held from here until just before the release is
+                        // sent; the yield lets other workers run meanwhile.
+                        holders.enter(n);
+                        tokio::task::yield_now().await;
+                        holders.leave(n);
+                        match guard.release().await {
+                            Ok(()) => {
+                                tally.cycles += 1;
+                                let _ = tally.cycle.record(t.elapsed().as_micros() as u64);
+                            }
+                            Err(_) => tally.errors += 1,
+                        }
+                    }
+                    Ok(None) => tally.contended += 1,
+                    Err(_) => tally.errors += 1,
+                }
+            }
+            tally
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Relaxed);
+    let mut total = Tally::new();
+    while let Some(done) = tasks.join_next().await {
+        total.merge(done?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = total.cycles as f64 / elapsed;
+
     println!(
-        "shardlock SET: {} ops in {:.1} s = {:.0} ops/s, {} errors",
-        report.ops,
-        report.elapsed.as_secs_f64(),
-        rate,
-        report.errors
+        "cycles: {} in {elapsed:.1} s = {rate:.0} cycles/s; contended tries {}; errors {}",
+        total.cycles, total.contended, total.errors
     );
     println!(
-        "  latency µs: p50 {} p99 {} p99.9 {} max {}",
-        report.latency.value_at_quantile(0.50),
-        report.latency.value_at_quantile(0.99),
-        report.latency.value_at_quantile(0.999),
-        report.latency.max()
+        "acquire µs: p50 {} p99 {} p99.9 {} max {}",
+        total.acquire.value_at_quantile(0.50),
+        total.acquire.value_at_quantile(0.99),
+        total.acquire.value_at_quantile(0.999),
+        total.acquire.max()
     );
-    println!("  routing: {:?}", client.stats());
+    println!(
+        "cycle µs:   p50 {} p99 {} p99.9 {} max {}",
+        total.cycle.value_at_quantile(0.50),
+        total.cycle.value_at_quantile(0.99),
+        total.cycle.value_at_quantile(0.999),
+        total.cycle.max()
+    );
+    println!("routing: {:?}", mgr.client().stats());
+    println!("violations: {}", holders.violations.load(Relaxed));
 
     if !args.no_baseline {
         let first = seeds[0].trim_start_matches("redis://").to_owned();
+        let first = first.rsplit('@').next().unwrap_or(&first).to_owned();
         let requests = (rate * args.seconds as f64).max(10_000.0) as u64;
-        match shardlock::testkit::redis_benchmark_set(&first, args.concurrency, args.keys, requests)
-        {
+        match redis_benchmark_set(&first, args.workers, args.keys, requests) {
             Ok(baseline) => println!(
-                "redis-benchmark --cluster SET: {baseline:.0} ops/s; shardlock/redis-benchmark = {:.2}",
+                "redis-benchmark --cluster -t set -c {}: {baseline:.0} SET/s; cycles/s ÷ SET/s = {:.2}",
+                args.workers,
                 rate / baseline
             ),
             Err(e) => println!("redis-benchmark baseline unavailable: {e}"),
         }
     }
-    drop(client);
+    drop(mgr);
     drop(embedded);
     Ok(())
-}
-
-async fn drive(client: &Client, args: &Args) -> Report {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..args.concurrency {
-        let (client, stop, keys) = (client.clone(), stop.clone(), args.keys);
-        tasks.spawn(async move {
-            let mut latency = Histogram::<u64>::new(3).expect("3 significant digits is valid");
-            let (mut ops, mut errors) = (0u64, 0u64);
-            let mut rng = fastrand::Rng::with_seed(task as u64);
-            while !stop.load(Relaxed) {
-                let key = format!("key:{}", rng.u64(..keys));
-                let request = Request::cmd(redis::cmd("SET").arg(&key).arg("x").clone());
-                let t = Instant::now();
-                match client.execute(key_slot(key.as_bytes()), &request).await {
-                    Ok(_) => ops += 1,
-                    Err(_) => errors += 1,
-                }
-                let _ = latency.record(t.elapsed().as_micros() as u64);
-            }
-            (ops, errors, latency)
-        });
-    }
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Relaxed);
-    let mut report = Report {
-        ops: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: Histogram::new(3).expect("valid"),
-    };
-    while let Some(done) = tasks.join_next().await {
-        let (ops, errors, latency) = done.expect("load task panicked");
-        report.ops += ops;
-        report.errors += errors;
-        let _ = report.latency.add(latency);
-    }
-    report.elapsed = started.elapsed();
-    report
 }

@@ -53,13 +53,10 @@ use tokio::time::Instant;
 use super::guard::{Lease, LockGuard};
 use super::manager::LockManager;
 use super::token::{lock_value, new_token};
-use crate::backoff::Backoff;
+use super::wait::until_acquired;
 use crate::error::{Error, Result};
 use crate::request::Request;
 use crate::scripts;
-
-/// Backoff between attempts while waiting for held locks (as for one lock).
-const WAIT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(100));
 
 /// A request for several locks at once, built by [`LockManager::lock_many`].
 /// The leases are auto-renewed while their guards live.
@@ -127,28 +124,11 @@ impl ManyLockRequest {
     /// the wait; in both cases (and on any other error) none is left held.
     pub async fn acquire(self) -> Result<LockGuards> {
         let plan = self.plan()?;
-        let started = Instant::now();
-        let wait_until = self.wait.map(|w| started + w);
-        let mut attempt = 0;
-        loop {
-            if self.attempt(&plan).await? {
-                crate::metrics::acquired(started.elapsed());
-                return Ok(self.guards(plan));
-            }
-            let Some(wait_until) = wait_until else {
-                crate::metrics::acquire_failed("contended");
-                return Err(Error::Contended);
-            };
-            let now = Instant::now();
-            if now >= wait_until {
-                crate::metrics::acquire_failed("timeout");
-                return Err(Error::Timeout {
-                    waited: now - started,
-                });
-            }
-            tokio::time::sleep_until(wait_until.min(now + WAIT_BACKOFF.delay(attempt))).await;
-            attempt += 1;
-        }
+        until_acquired(self.wait, || async {
+            Ok(self.attempt(&plan).await?.then_some(()))
+        })
+        .await?;
+        Ok(self.guards(plan))
     }
 
     /// Checks the arguments and fixes the order; nothing is sent before

@@ -15,6 +15,7 @@ mod manager;
 mod many;
 mod request;
 mod token;
+mod wait;
 
 pub(crate) use guard::Lease;
 pub use guard::LockGuard;

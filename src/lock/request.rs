@@ -20,13 +20,10 @@ use tokio::time::Instant;
 use super::guard::{Lease, LockGuard};
 use super::manager::LockManager;
 use super::token::{FencingToken, lock_value, new_token};
-use crate::backoff::Backoff;
+use super::wait::until_acquired;
 use crate::error::{Error, Result};
 use crate::request::Request;
 use crate::scripts;
-
-/// Backoff between attempts while waiting for a held lock.
-const WAIT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(100));
 
 /// A request for one lock, built by [`LockManager::lock`].
 #[derive(Debug)]
@@ -104,28 +101,7 @@ impl LockRequest {
     /// [`Error::Timeout`] when still held after the wait.
     pub async fn acquire(self) -> Result<LockGuard> {
         let plan = self.plan()?;
-        let started = Instant::now();
-        let wait_until = self.wait.map(|w| started + w);
-        let mut attempt = 0;
-        loop {
-            if let Some(guard) = self.attempt(&plan).await? {
-                crate::metrics::acquired(started.elapsed());
-                return Ok(guard);
-            }
-            let Some(wait_until) = wait_until else {
-                crate::metrics::acquire_failed("contended");
-                return Err(Error::Contended);
-            };
-            let now = Instant::now();
-            if now >= wait_until {
-                crate::metrics::acquire_failed("timeout");
-                return Err(Error::Timeout {
-                    waited: now - started,
-                });
-            }
-            tokio::time::sleep_until(wait_until.min(now + WAIT_BACKOFF.delay(attempt))).await;
-            attempt += 1;
-        }
+        until_acquired(self.wait, || self.attempt(&plan)).await
     }
 
     /// One attempt: `Some(guard)` when taken, `None` when held by someone

@@ -1,11 +1,9 @@
 //! Helpers shared by the cluster tests.
 
-use std::future::Future;
 use std::time::Duration;
 
 use shardlock::testkit::TestCluster;
 use shardlock::{Client, slot_tag};
-use tokio::time::Instant;
 
 /// A client for `cluster` with test-friendly settings: periodic refresh
 /// effectively off (tests trigger refreshes themselves), generous deadline.
@@ -24,24 +22,9 @@ pub fn key_in(slot: u16, name: &str) -> String {
     format!("{{{}}}:{name}", slot_tag(slot))
 }
 
-/// Polls `condition` until it holds; panics naming `what` after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+#[path = "../common/wait.rs"]
+mod wait;
+pub use wait::wait_until;
 
 /// The primary serving `slot` now, and another primary (a migration target).
 pub async fn source_and_other(cluster: &TestCluster, slot: u16) -> (String, String) {

@@ -1,11 +1,9 @@
 //! Helpers shared by the lock tests.
 
-use std::future::Future;
 use std::time::Duration;
 
 use shardlock::LockManager;
 use shardlock::testkit::TestCluster;
-use tokio::time::Instant;
 
 /// A lock manager for `cluster` with test-friendly settings.
 pub async fn manager(cluster: &TestCluster) -> LockManager {
@@ -18,24 +16,9 @@ pub async fn manager(cluster: &TestCluster) -> LockManager {
         .expect("lock manager builds against the test cluster")
 }
 
-/// Polls `condition` until it holds; panics naming `what` after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+#[path = "../common/wait.rs"]
+mod wait;
+pub use wait::wait_until;
 
 /// A user key whose lock key (under the test namespace `lock:`) lives in
 /// `slot`: the hash tag decides the slot, the namespace has no braces.

@@ -6,5 +6,6 @@ mod basics;
 mod exclusion;
 mod fencing;
 mod many;
+mod metrics;
 mod renewal;
 mod support;

@@ -51,17 +51,58 @@ fn options() -> Options {
     o
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let o = options();
-    let cluster = TestCluster::start().await.expect("start a local cluster");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let cluster = runtime
+        .block_on(TestCluster::start())
+        .expect("start a local cluster");
+    let seeds = cluster.seeds();
+
+    // 1. Cycle rate, on a multi-thread runtime (two workers on this
+    //    machine) and on a current-thread runtime, each with its own manager.
+    let multi = runtime.block_on(cycle_rate(&seeds, &o));
+    report_cycles("multi-thread runtime", multi, &o);
+    let current = {
+        let seeds = seeds.clone();
+        let (seconds, workers, keys) = (o.seconds, o.workers, o.keys);
+        std::thread::spawn(move || {
+            let o = Options {
+                seconds,
+                workers,
+                keys,
+                leases: 0,
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(cycle_rate(&seeds, &o))
+        })
+        .join()
+        .expect("the current-thread phase")
+    };
+    report_cycles("current-thread runtime", current, &o);
+    let rate = multi.0 as f64 / multi.2;
+    runtime.block_on(memory_and_baseline(
+        &cluster,
+        &seeds,
+        &o,
+        rate,
+        current.0 as f64 / current.2,
+    ));
+}
+
+/// (cycles, contended tries, seconds) of acquire+release cycles.
+async fn cycle_rate(seeds: &[String], o: &Options) -> (u64, u64, f64) {
     let mgr = LockManager::builder()
-        .seeds(cluster.seeds())
+        .seeds(seeds)
         .build()
         .await
         .expect("connect");
-
-    // 1. Cycle rate.
     let cycles = Arc::new(AtomicU64::new(0));
     let contended = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -91,15 +132,29 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(o.seconds)).await;
     stop.store(true, Relaxed);
     while tasks.join_next().await.is_some() {}
-    let elapsed = started.elapsed().as_secs_f64();
-    let rate = cycles.load(Relaxed) as f64 / elapsed;
-    println!(
-        "acquire+release: {} cycles in {elapsed:.1} s = {rate:.0} cycles/s ({} contended tries), {} workers, {} keys",
+    (
         cycles.load(Relaxed),
         contended.load(Relaxed),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+fn report_cycles(runtime: &str, (cycles, contended, elapsed): (u64, u64, f64), o: &Options) {
+    println!(
+        "acquire+release, {runtime}: {cycles} cycles in {elapsed:.1} s = {:.0} cycles/s ({contended} contended tries), {} workers, {} keys",
+        cycles as f64 / elapsed,
         o.workers,
         o.keys
     );
+}
+
+async fn memory_and_baseline(
+    cluster: &TestCluster,
+    seeds: &[String],
+    o: &Options,
+    rate: f64,
+    current_rate: f64,
+) {
     let seed = cluster.addrs()[0].clone();
     match shardlock::testkit::redis_benchmark_set(
         &seed,
@@ -108,14 +163,20 @@ async fn main() {
         (rate * o.seconds as f64).max(50_000.0) as u64,
     ) {
         Ok(set_rate) => println!(
-            "redis-benchmark --cluster -t set -c {}: {set_rate:.0} SET/s; cycles/s ÷ SET/s = {:.2}",
+            "redis-benchmark --cluster -t set -c {}: {set_rate:.0} SET/s; cycles/s ÷ SET/s = {:.2} (multi-thread), {:.2} (current-thread)",
             o.workers,
-            rate / set_rate
+            rate / set_rate,
+            current_rate / set_rate
         ),
         Err(e) => println!("redis-benchmark unavailable: {e}"),
     }
 
     // 2. Memory per held lease.
+    let mgr = LockManager::builder()
+        .seeds(seeds)
+        .build()
+        .await
+        .expect("connect");
     let before = resident_bytes();
     let mut guards = Vec::with_capacity(o.leases);
     let mut key_bytes = 0usize;

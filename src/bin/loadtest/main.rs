@@ -1,209 +1,321 @@
-//! shardlock-loadtest: drives lock cycles (acquire, then release) against a
-//! Redis Cluster — an embedded local six-node cluster by default — checks
-//! that no two workers ever held one key at once, and compares the rate with
+//! shardlock-loadtest: drives lock cycles (acquire, hold, release) against
+//! a Redis Cluster — an embedded local six-node cluster by default — checks
+//! that no two workers ever held one key at once (and, fenced, that tokens
+//! only grow), injects faults on request, and compares with
 //! `redis-benchmark` on the same cluster in the same run.
+//!
+//! Layout: `args.rs` (options and their parsers), `workload.rs` (workers,
+//! key choice, tallies), `safety.rs` (the mutual-exclusion check), `cpu.rs`
+//! (process and server CPU, command counts), `raw.rs` (redis-benchmark),
+//! `progress.rs` (the live line), `report.rs` (human and JSON report).
+//!
+//! Exit status: 0 after a report, 2 when the options or the environment are
+//! wrong (one line on stderr says what), 1 when the run itself failed.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+#![recursion_limit = "256"]
+
+mod args;
+mod cpu;
+mod progress;
+mod raw;
+mod report;
+mod safety;
+mod workload;
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use hdrhistogram::Histogram;
 use shardlock::LockManager;
-use shardlock::testkit::{TestCluster, redis_benchmark_set};
+use shardlock::testkit::{TestCluster, TestkitError};
 use tokio::time::Instant;
 
-/// Load test for shardlock: acquire+release cycles on many keys.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// How long to drive load, in seconds.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Concurrent workers, each running one cycle at a time.
-    #[arg(long, default_value_t = 50)]
-    workers: usize,
-    /// Number of distinct keys, chosen uniformly.
-    #[arg(long, default_value_t = 100_000)]
-    keys: u64,
-    /// Seed node(s) of an existing cluster; without it a local six-node
-    /// cluster is started and removed afterwards.
-    #[arg(long)]
-    seed: Vec<String>,
-    /// Skip the redis-benchmark comparison.
-    #[arg(long)]
-    no_baseline: bool,
+use crate::args::{Args, ChaosKind};
+use crate::report::{ChaosOutcome, Measured};
+use crate::safety::Safety;
+use crate::workload::{GapTracker, KeyChooser, NAMESPACE, Shared, Tally, key_slot_of};
+
+/// Why the run stopped without a report.
+enum Failure {
+    /// The options or the environment are wrong (exit status 2).
+    Usage(String),
+    /// Something failed while running (exit status 1).
+    Run(String),
 }
 
-/// Keys held right now, by this process's workers: a second holder of one
-/// key is a violation of mutual exclusion.
-struct Holders {
-    shards: Vec<Mutex<HashSet<u64>>>,
-    violations: AtomicU64,
-}
-
-impl Holders {
-    fn new() -> Holders {
-        Holders {
-            shards: (0..64).map(|_| Mutex::new(HashSet::new())).collect(),
-            violations: AtomicU64::new(0),
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            // clap's own message is several lines; its first says what is wrong.
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => {}
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+        Err(Failure::Run(message)) => {
+            eprintln!("error: {message}");
+            std::process::exit(1);
         }
     }
-
-    fn enter(&self, key: u64) {
-        let mut held = self.shards[key as usize % 64].lock().unwrap();
-        if !held.insert(key) {
-            self.violations.fetch_add(1, Relaxed);
-        }
-    }
-
-    fn leave(&self, key: u64) {
-        self.shards[key as usize % 64].lock().unwrap().remove(&key);
-    }
 }
 
-struct Tally {
-    cycles: u64,
-    contended: u64,
-    errors: u64,
-    acquire: Histogram<u64>,
-    cycle: Histogram<u64>,
-}
-
-impl Tally {
-    fn new() -> Tally {
-        Tally {
-            cycles: 0,
-            contended: 0,
-            errors: 0,
-            acquire: Histogram::new(3).expect("3 significant digits is valid"),
-            cycle: Histogram::new(3).expect("3 significant digits is valid"),
-        }
+async fn run(args: Args) -> Result<(), Failure> {
+    let keys = KeyChooser::new(args.keys, args.distribution).map_err(Failure::Usage)?;
+    if !args.seeds.is_empty() && !args.chaos.is_empty() {
+        return Err(Failure::Usage(
+            "--chaos works only on the embedded cluster (drop --seeds)".into(),
+        ));
+    }
+    if let Some(chaos) = args.chaos.iter().find(|c| c.at >= args.duration) {
+        return Err(Failure::Usage(format!(
+            "--chaos {}@{:?} is not before the end of --duration {:?}",
+            chaos.kind, chaos.at, args.duration
+        )));
     }
 
-    fn merge(&mut self, other: Tally) {
-        self.cycles += other.cycles;
-        self.contended += other.contended;
-        self.errors += other.errors;
-        let _ = self.acquire.add(other.acquire);
-        let _ = self.cycle.add(other.cycle);
-    }
-}
-
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
-    if args.workers == 0 || args.keys == 0 || args.seconds == 0 {
-        eprintln!("error: --workers, --keys and --seconds must be above zero");
-        std::process::exit(2);
-    }
-    if let Err(e) = run(args).await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
-}
-
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let embedded = if args.seed.is_empty() {
+    let cluster = if args.seeds.is_empty() {
         eprintln!("starting a local cluster: 3 primaries + 3 replicas");
-        Some(TestCluster::start().await?)
+        Some(TestCluster::start().await.map_err(|e| match e {
+            TestkitError::RedisServerNotFound { .. } => Failure::Usage(e.to_string()),
+            e => Failure::Run(format!("cannot start the local cluster: {e}")),
+        })?)
     } else {
         None
     };
-    let seeds = match &embedded {
+    let seeds = match &cluster {
         Some(cluster) => cluster.seeds(),
-        None => args.seed.clone(),
+        None => args.seeds.clone(),
     };
-    let mgr = LockManager::builder().seeds(&seeds).build().await?;
-    eprintln!(
-        "cluster: {} shards; {} workers, {} keys, {} s of acquire+release cycles (try mode)",
-        mgr.client().topology().shards().len(),
-        args.workers,
-        args.keys,
-        args.seconds
-    );
-
-    let holders = Arc::new(Holders::new());
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..args.workers {
-        let (mgr, holders, stop, keys) = (mgr.clone(), holders.clone(), stop.clone(), args.keys);
-        tasks.spawn(async move {
-            let mut tally = Tally::new();
-            let mut rng = fastrand::Rng::with_seed(worker as u64);
-            while !stop.load(Relaxed) {
-                let n = rng.u64(..keys);
-                let key = format!("load:{n}");
-                let t = Instant::now();
-                match mgr.lock(&key).auto_renew(false).try_acquire().await {
-                    Ok(Some(guard)) => {
-                        let _ = tally.acquire.record(t.elapsed().as_micros() as u64);
-                        // Held from here until just before the release is
-                        // sent; the yield lets other workers run meanwhile.
-                        holders.enter(n);
-                        tokio::task::yield_now().await;
-                        holders.leave(n);
-                        match guard.release().await {
-                            Ok(()) => {
-                                tally.cycles += 1;
-                                let _ = tally.cycle.record(t.elapsed().as_micros() as u64);
-                            }
-                            Err(_) => tally.errors += 1,
-                        }
-                    }
-                    Ok(None) => tally.contended += 1,
-                    Err(_) => tally.errors += 1,
-                }
+    let mgr = LockManager::builder()
+        .seeds(&seeds)
+        .namespace(NAMESPACE)
+        .build()
+        .await
+        .map_err(|e| {
+            let message = format!("cannot reach the cluster at {}: {e}", seeds.join(","));
+            match cluster {
+                None => Failure::Usage(message),
+                Some(_) => Failure::Run(message),
             }
-            tally
-        });
-    }
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Relaxed);
-    let mut total = Tally::new();
-    while let Some(done) = tasks.join_next().await {
-        total.merge(done?);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let rate = total.cycles as f64 / elapsed;
+        })?;
+    let shards = mgr.client().topology().shards().len();
+    eprintln!(
+        "cluster: {shards} shards; {} workers, {} keys, mode {}, {:?} of load",
+        args.workers, args.keys, args.mode, args.duration
+    );
 
-    println!(
-        "cycles: {} in {elapsed:.1} s = {rate:.0} cycles/s; contended tries {}; errors {}",
-        total.cycles, total.contended, total.errors
-    );
-    println!(
-        "acquire µs: p50 {} p99 {} p99.9 {} max {}",
-        total.acquire.value_at_quantile(0.50),
-        total.acquire.value_at_quantile(0.99),
-        total.acquire.value_at_quantile(0.999),
-        total.acquire.max()
-    );
-    println!(
-        "cycle µs:   p50 {} p99 {} p99.9 {} max {}",
-        total.cycle.value_at_quantile(0.50),
-        total.cycle.value_at_quantile(0.99),
-        total.cycle.value_at_quantile(0.999),
-        total.cycle.max()
-    );
-    println!("routing: {:?}", mgr.client().stats());
-    println!("violations: {}", holders.violations.load(Relaxed));
+    let server_before = match &cluster {
+        Some(c) => cpu::server_counters(c).await,
+        None => None,
+    };
+    let routing_before = mgr.client().stats();
+    let cpu_before = cpu::process_cpu();
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        mgr: mgr.clone(),
+        keys,
+        safety: Safety::new(),
+        tallies: (0..args.workers)
+            .map(|_| Mutex::new(Tally::new()))
+            .collect(),
+        start,
+        end: start + args.duration,
+        stop: AtomicBool::new(false),
+        gaps: Mutex::new(Vec::new()),
+        watching_gaps: AtomicBool::new(false),
+        args: args.clone(),
+    });
+    let mut workers = tokio::task::JoinSet::new();
+    for id in 0..args.workers {
+        workers.spawn(workload::worker(shared.clone(), id));
+    }
+    let progress = progress::Progress::start(shared.clone());
 
-    if !args.no_baseline {
-        let first = seeds[0].trim_start_matches("redis://").to_owned();
-        let first = first.rsplit('@').next().unwrap_or(&first).to_owned();
-        let requests = (rate * args.seconds as f64).max(10_000.0) as u64;
-        match redis_benchmark_set(&first, args.workers, args.keys, requests) {
-            Ok(baseline) => println!(
-                "redis-benchmark --cluster -t set -c {}: {baseline:.0} SET/s; cycles/s ÷ SET/s = {:.2}",
-                args.workers,
-                rate / baseline
-            ),
-            Err(e) => println!("redis-benchmark baseline unavailable: {e}"),
+    let mut chaos_outcomes = Vec::new();
+    let mut events = args.chaos.clone();
+    events.sort_by_key(|c| c.at);
+    let mut trackers = Vec::new();
+    if let Some(cluster) = &cluster {
+        for event in &events {
+            tokio::time::sleep_until(start + event.at).await;
+            let (outcome, tracker) = inject(cluster, &shared, event.kind, start).await;
+            progress.println(&format!(
+                "chaos: {} of {} at {:.1} s{}",
+                outcome.what,
+                outcome.node,
+                outcome.at_s,
+                outcome
+                    .error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" failed: {e}"))
+            ));
+            chaos_outcomes.push(outcome);
+            trackers.push(tracker);
         }
     }
+    tokio::time::sleep_until(shared.end).await;
+    shared.stop.store(true, Relaxed);
+    // A worker stuck in a long wait or hold gets a little time to finish.
+    let grace = args.ttl.max(Duration::from_secs(5));
+    let joined = tokio::time::timeout(grace, async {
+        while let Some(done) = workers.join_next().await {
+            if let Err(e) = done {
+                return Err(Failure::Run(format!("a worker failed: {e}")));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let duration_s = start.elapsed().as_secs_f64();
+    let cpu_after = cpu::process_cpu();
+    progress.finish();
+    match joined {
+        Ok(result) => result?,
+        Err(_) => workers.abort_all(),
+    }
+    let routing_after = mgr.client().stats();
+    let server_after = match &cluster {
+        Some(c) => cpu::server_counters(c).await,
+        None => None,
+    };
+    let ended = Instant::now();
+    for (outcome, tracker) in chaos_outcomes.iter_mut().zip(&trackers) {
+        outcome.unavailable_s = tracker.as_ref().map(|t| t.close(ended).as_secs_f64());
+    }
+
+    let total = shared.total();
+    let raw = if args.compare_raw {
+        eprintln!("running redis-benchmark on the same cluster");
+        let first = seeds[0].trim_start_matches("redis://");
+        let addr = first.rsplit('@').next().unwrap_or(first);
+        raw::compare(addr, args.workers, args.keys, cluster.as_ref()).await
+    } else {
+        Vec::new()
+    };
+    let mut routing = routing_after;
+    routing.attempts -= routing_before.attempts;
+    routing.moved -= routing_before.moved;
+    routing.ask -= routing_before.ask;
+    routing.retryable_errors -= routing_before.retryable_errors;
+    routing.refreshes -= routing_before.refreshes;
+    routing.refresh_failures -= routing_before.refresh_failures;
+    let measured = Measured {
+        args: &args,
+        shards,
+        embedded: cluster.is_some(),
+        total: &total,
+        duration_s,
+        overlaps: shared.safety.overlaps(),
+        token_regressions: shared.safety.token_regressions(),
+        client_cpu_s: cpu_before
+            .zip(cpu_after)
+            .map(|(b, a)| a.own.saturating_sub(b.own).as_secs_f64()),
+        server_cpu_s: server_before
+            .zip(server_after)
+            .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64()),
+        server_commands: server_before
+            .zip(server_after)
+            .map(|(b, a)| a.commands.saturating_sub(b.commands)),
+        routing,
+        raw,
+        chaos: chaos_outcomes,
+    };
+    let json = report::to_json(&measured);
+    report::print_human(&measured, &json);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&json).expect("a JSON value serialises");
+        std::fs::write(path, text + "\n")
+            .map_err(|e| Failure::Run(format!("cannot write {}: {e}", path.display())))?;
+    }
+    drop(shared);
     drop(mgr);
-    drop(embedded);
+    drop(cluster);
     Ok(())
+}
+
+/// Injects one fault on the shard that serves key 0, and starts watching
+/// that shard's slots for the longest gap without a successful acquire.
+async fn inject(
+    cluster: &TestCluster,
+    shared: &Shared,
+    kind: ChaosKind,
+    start: Instant,
+) -> (ChaosOutcome, Option<Arc<GapTracker>>) {
+    let slot = key_slot_of(0);
+    let at = Instant::now();
+    let mut outcome = ChaosOutcome {
+        what: kind.to_string(),
+        at_s: (at - start).as_secs_f64(),
+        node: String::new(),
+        unavailable_s: None,
+        error: None,
+    };
+    let primary = match cluster.primary_of_slot(slot).await {
+        Ok(p) => p,
+        Err(e) => {
+            outcome.error = Some(e.to_string());
+            return (outcome, None);
+        }
+    };
+    outcome.node = primary.clone();
+    // The slots the fault can make unavailable: all of the primary's for a
+    // failover or kill, the one moved slot for a migration.
+    let mut slots = vec![false; shardlock::SLOT_COUNT as usize];
+    match kind {
+        ChaosKind::Migrate => slots[slot as usize] = true,
+        ChaosKind::Failover | ChaosKind::Kill => {
+            let topology = shared.mgr.client().topology();
+            for s in 0..shardlock::SLOT_COUNT {
+                if topology.primary_of_slot(s).map(|n| n.addr().as_ref()) == Some(primary.as_str())
+                {
+                    slots[s as usize] = true;
+                }
+            }
+        }
+    }
+    let tracker = Arc::new(GapTracker::new(slots, at));
+    shared
+        .gaps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(tracker.clone());
+    shared.watching_gaps.store(true, Relaxed);
+    let result = match kind {
+        ChaosKind::Failover => cluster.failover(&primary).await.map(|_| ()),
+        ChaosKind::Kill => cluster.kill(&primary),
+        ChaosKind::Migrate => match cluster.primaries().await {
+            Ok(primaries) => match primaries.into_iter().find(|p| *p != primary) {
+                Some(target) => cluster.migrate_slot(slot, &target).await,
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = result {
+        outcome.error = Some(e.to_string());
+    }
+    (outcome, Some(tracker))
 }

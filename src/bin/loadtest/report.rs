@@ -1,0 +1,271 @@
+//! The report at the end of a run: one JSON object (written with `--json`)
+//! and the same figures for a person on stdout.
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use shardlock::RouterStats;
+
+use crate::args::Args;
+use crate::raw::RawRun;
+use crate::workload::Tally;
+
+/// A fault that was injected and what the run saw around it.
+#[derive(Debug, Clone)]
+pub(crate) struct ChaosOutcome {
+    pub(crate) what: String,
+    pub(crate) at_s: f64,
+    pub(crate) node: String,
+    /// Longest time with no successful acquire on the affected shard's
+    /// slots, from the fault to the end of the run.
+    pub(crate) unavailable_s: Option<f64>,
+    pub(crate) error: Option<String>,
+}
+
+/// Everything measured, gathered by `main`.
+pub(crate) struct Measured<'a> {
+    pub(crate) args: &'a Args,
+    pub(crate) shards: usize,
+    pub(crate) embedded: bool,
+    pub(crate) total: &'a Tally,
+    pub(crate) duration_s: f64,
+    pub(crate) overlaps: u64,
+    pub(crate) token_regressions: u64,
+    pub(crate) client_cpu_s: Option<f64>,
+    pub(crate) server_cpu_s: Option<f64>,
+    pub(crate) server_commands: Option<u64>,
+    pub(crate) routing: RouterStats,
+    pub(crate) raw: Vec<Result<RawRun, String>>,
+    pub(crate) chaos: Vec<ChaosOutcome>,
+}
+
+fn ms(h: &Histogram<u64>, quantile: f64) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    h.value_at_quantile(quantile) as f64 / 1e3
+}
+
+fn ratio(a: f64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a / b as f64)
+}
+
+pub(crate) fn to_json(m: &Measured<'_>) -> Value {
+    let t = m.total;
+    let cycles_per_sec = t.cycles as f64 / m.duration_s;
+    let attempts = t.acquired + t.failed_acquires;
+    let client_cpu_us = m.client_cpu_s.and_then(|s| ratio(s * 1e6, t.cycles));
+    let server_cpu_us = m.server_cpu_s.and_then(|s| ratio(s * 1e6, t.cycles));
+    let raw: Vec<Value> = m
+        .raw
+        .iter()
+        .map(|run| match run {
+            Ok(run) => json!({
+                "pipeline": run.pipeline,
+                "set_per_sec": run.requests_per_sec,
+                "set_p50_ms": run.p50_ms,
+                "cycle_p50_ratio": run.p50_ms.filter(|&p| p > 0.0).map(|p| ms(&t.cycle, 0.5) / p),
+                "cycles_per_sec_ratio": cycles_per_sec / run.requests_per_sec,
+                "client_cpu_us_per_set": run.client_cpu_us,
+                "server_cpu_us_per_set": run.server_cpu_us,
+            }),
+            Err(e) => json!({ "error": e }),
+        })
+        .collect();
+    let chaos: Vec<Value> = m
+        .chaos
+        .iter()
+        .map(|c| {
+            json!({
+                "fault": c.what,
+                "at_s": c.at_s,
+                "node": c.node,
+                "unavailable_s": c.unavailable_s,
+                "error": c.error,
+            })
+        })
+        .collect();
+    json!({
+        "cycles": t.cycles,
+        "cycles_per_sec": cycles_per_sec,
+        "acquired": t.acquired,
+        "failed_acquires": t.failed_acquires,
+        "contention_rate": if attempts > 0 { t.failed_acquires as f64 / attempts as f64 } else { 0.0 },
+        "errors": t.errors(),
+        "errors_by_kind": t.errors,
+        "lost_leases": t.lost_leases,
+        "violations": m.overlaps + m.token_regressions,
+        "overlaps": m.overlaps,
+        "token_regressions": m.token_regressions,
+        "acquire_p50_ms": ms(&t.acquire, 0.5),
+        "acquire_p90_ms": ms(&t.acquire, 0.9),
+        "acquire_p99_ms": ms(&t.acquire, 0.99),
+        "acquire_p999_ms": ms(&t.acquire, 0.999),
+        "acquire_max_ms": t.acquire.max() as f64 / 1e3,
+        "cycle_p50_ms": ms(&t.cycle, 0.5),
+        "cycle_p99_ms": ms(&t.cycle, 0.99),
+        "cycle_max_ms": t.cycle.max() as f64 / 1e3,
+        "hold_p50_ms": ms(&t.hold, 0.5),
+        "hold_p99_ms": ms(&t.hold, 0.99),
+        "client_cpu_us_per_cycle": client_cpu_us,
+        "server_cpu_us_per_cycle": server_cpu_us,
+        "redis_commands_per_acquire": m.server_commands.and_then(|c| ratio(c as f64, t.acquired)),
+        "client_attempts_per_acquire": ratio(m.routing.attempts as f64, t.acquired),
+        "redirects": { "moved": m.routing.moved, "ask": m.routing.ask },
+        "retryable_errors": m.routing.retryable_errors,
+        "topology_refreshes": m.routing.refreshes,
+        "topology_refresh_failures": m.routing.refresh_failures,
+        "duration_s": m.duration_s,
+        "shards": m.shards,
+        "embedded_cluster": m.embedded,
+        "workers": m.args.workers,
+        "keys": m.args.keys,
+        "distribution": format!("{:?}", m.args.distribution),
+        "mode": m.args.mode.to_string(),
+        "ttl_ms": m.args.ttl.as_secs_f64() * 1e3,
+        "hold_ms": [m.args.hold.min.as_secs_f64() * 1e3, m.args.hold.max.as_secs_f64() * 1e3],
+        "auto_renew": m.args.auto_renew,
+        "rate": m.args.rate,
+        "seed": m.args.seed,
+        "raw": raw,
+        "chaos": chaos,
+    })
+}
+
+fn opt(v: &Value, digits: usize) -> String {
+    match v.as_f64() {
+        Some(x) => format!("{x:.digits$}"),
+        None => "unknown".into(),
+    }
+}
+
+/// The report for a person.
+pub(crate) fn print_human(m: &Measured<'_>, j: &Value) {
+    let a = m.args;
+    let loop_kind = match a.rate {
+        Some(r) => format!("open loop at {r} cycles/s"),
+        None => "closed loop".into(),
+    };
+    println!();
+    println!(
+        "shardlock load test: {} shards{}, {} workers, {} keys ({:?}), mode {}, ttl {:?}, hold {:?}..{:?}{}, {loop_kind}",
+        m.shards,
+        if m.embedded { " (embedded)" } else { "" },
+        a.workers,
+        a.keys,
+        a.distribution,
+        a.mode,
+        a.ttl,
+        a.hold.min,
+        a.hold.max,
+        if a.auto_renew { ", auto-renew" } else { "" },
+    );
+    println!(
+        "cycles:      {} in {:.1} s = {:.0} cycles/s",
+        j["cycles"],
+        m.duration_s,
+        j["cycles_per_sec"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "acquires:    {} taken, {} failed (contention {:.2}%)",
+        j["acquired"],
+        j["failed_acquires"],
+        j["contention_rate"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    println!(
+        "acquire ms:  p50 {} p90 {} p99 {} p99.9 {} max {}",
+        opt(&j["acquire_p50_ms"], 3),
+        opt(&j["acquire_p90_ms"], 3),
+        opt(&j["acquire_p99_ms"], 3),
+        opt(&j["acquire_p999_ms"], 3),
+        opt(&j["acquire_max_ms"], 3)
+    );
+    println!(
+        "cycle ms:    p50 {} p99 {} max {}; hold ms: p50 {} p99 {}",
+        opt(&j["cycle_p50_ms"], 3),
+        opt(&j["cycle_p99_ms"], 3),
+        opt(&j["cycle_max_ms"], 3),
+        opt(&j["hold_p50_ms"], 3),
+        opt(&j["hold_p99_ms"], 3)
+    );
+    println!(
+        "CPU µs/cycle: client {}, servers {}; per acquire: {} Redis commands on primaries (calls inside scripts included), {} round trips sent",
+        opt(&j["client_cpu_us_per_cycle"], 1),
+        opt(&j["server_cpu_us_per_cycle"], 1),
+        opt(&j["redis_commands_per_acquire"], 2),
+        opt(&j["client_attempts_per_acquire"], 2)
+    );
+    let kinds: Vec<String> = m
+        .total
+        .errors
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!(
+        "errors:      {}{}; lost leases {}",
+        j["errors"],
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds.join(", "))
+        },
+        j["lost_leases"]
+    );
+    println!(
+        "routing:     {} MOVED, {} ASK, {} retryable errors, {} topology refreshes ({} failed)",
+        m.routing.moved,
+        m.routing.ask,
+        m.routing.retryable_errors,
+        m.routing.refreshes,
+        m.routing.refresh_failures
+    );
+    for c in &m.chaos {
+        match (&c.error, c.unavailable_s) {
+            (Some(e), _) => println!("chaos:       {} at {:.1} s failed: {e}", c.what, c.at_s),
+            (None, gap) => println!(
+                "chaos:       {} of {} at {:.1} s; longest gap without an acquire on its shard {}",
+                c.what,
+                c.node,
+                c.at_s,
+                gap.map_or("unknown".into(), |g| format!("{g:.3} s"))
+            ),
+        }
+    }
+    let cycles_per_sec = j["cycles_per_sec"].as_f64().unwrap_or(0.0);
+    let our_cpu = j["client_cpu_us_per_cycle"]
+        .as_f64()
+        .zip(j["server_cpu_us_per_cycle"].as_f64())
+        .map(|(c, s)| c + s);
+    for run in &m.raw {
+        match run {
+            Ok(r) => {
+                let their_cpu = r.client_cpu_us.zip(r.server_cpu_us).map(|(c, s)| c + s);
+                println!(
+                    "redis-benchmark --cluster -t set -c {} -P {}: {:.0} SET/s, p50 {} ms; cycles/s ÷ SET/s = {:.2}; cycle p50 ÷ SET p50 = {}; CPU µs client+server: ours {} per cycle, theirs {} per SET{}",
+                    a.workers,
+                    r.pipeline,
+                    r.requests_per_sec,
+                    r.p50_ms.map_or("unknown".into(), |p| format!("{p:.3}")),
+                    cycles_per_sec / r.requests_per_sec,
+                    r.p50_ms
+                        .filter(|&p| p > 0.0)
+                        .map_or("unknown".into(), |p| format!(
+                            "{:.2}",
+                            ms(&m.total.cycle, 0.5) / p
+                        )),
+                    our_cpu.map_or("unknown".into(), |c| format!("{c:.1}")),
+                    their_cpu.map_or("unknown".into(), |c| format!("{c:.1}")),
+                    our_cpu
+                        .zip(their_cpu)
+                        .map_or(String::new(), |(o, t)| format!(" (ratio {:.2})", o / t)),
+                );
+            }
+            Err(e) => println!("redis-benchmark unavailable: {e}"),
+        }
+    }
+    println!(
+        "violations: {} ({} overlapping holds, {} fencing tokens not increasing)",
+        m.overlaps + m.token_regressions,
+        m.overlaps,
+        m.token_regressions
+    );
+}

@@ -1,0 +1,210 @@
+//! The load-test binary, run as a user would run it: bad options are refused
+//! with one line and exit status 2; short runs against an embedded cluster
+//! write a complete JSON report with no violations.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardlock-loadtest"))
+        .args(args)
+        .output()
+        .expect("the load-test binary runs")
+}
+
+fn json_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "shardlock-loadtest-{}-{name}.json",
+        std::process::id()
+    ))
+}
+
+/// Runs the binary with `args` plus `--json <tmp>`, expects success, and
+/// returns the parsed report.
+fn run_report(name: &str, args: &[&str]) -> serde_json::Value {
+    let path = json_path(name);
+    let mut all = args.to_vec();
+    let path_text = path.to_str().expect("temp paths are UTF-8").to_owned();
+    all.extend(["--json", &path_text]);
+    let out = loadtest(&all);
+    assert!(
+        out.status.success(),
+        "loadtest {all:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("violations: 0"), "{stdout}");
+    let text = std::fs::read_to_string(&path).expect("the JSON report was written");
+    let _ = std::fs::remove_file(&path);
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+/// Every nonsense option is refused with exit status 2 and one line naming it.
+#[test]
+fn bad_options_exit_2_with_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--workers", "0"], "--workers"),
+        (&["--keys", "0"], "--keys"),
+        (&["--distribution", "zipf:0"], "zipf"),
+        (&["--distribution", "zipf:-1.5"], "zipf"),
+        (&["--distribution", "pareto"], "--distribution"),
+        (&["--duration", "0"], "--duration"),
+        (&["--duration", "0s"], "--duration"),
+        (&["--duration", "soon"], "--duration"),
+        (&["--ttl", "10 parsecs"], "--ttl"),
+        (&["--hold", "5ms..1ms"], "--hold"),
+        (&["--mode", "grab"], "--mode"),
+        (&["--mode", "many:0"], "--mode"),
+        (&["--rate", "0"], "--rate"),
+        (&["--workers", "lots"], "--workers"),
+        (&["--seeds", "localhost:7000"], "--seeds"),
+        (&["--chaos", "explode@1s"], "--chaos"),
+        (&["--no-such-option"], "--no-such-option"),
+        (
+            &["--seeds", "redis://127.0.0.1:1", "--duration", "1s"],
+            "127.0.0.1:1",
+        ),
+        (&["--duration", "2s", "--chaos", "kill@5s"], "--chaos"),
+    ];
+    for (args, named) in cases {
+        let out = loadtest(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{args:?} should name {named}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// A missing redis-server is one line naming the package, exit status 2.
+#[test]
+fn missing_redis_server_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardlock-loadtest"))
+        .args(["--duration", "1s"])
+        .env("PATH", "/nonexistent")
+        .env_remove("SHARDLOCK_REDIS_SERVER")
+        .output()
+        .expect("the load-test binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or("");
+    assert!(last.contains("apt-get install redis-server"), "{stderr}");
+}
+
+/// A short embedded run reports every documented field with sane values
+/// and no mutual-exclusion violation.
+#[test]
+fn short_run_reports_every_field() {
+    let report = run_report(
+        "short",
+        &["--duration", "3s", "--workers", "20", "--seed", "7"],
+    );
+    for field in [
+        "cycles",
+        "cycles_per_sec",
+        "failed_acquires",
+        "errors",
+        "lost_leases",
+        "violations",
+        "acquire_p50_ms",
+        "acquire_p99_ms",
+        "cycle_p50_ms",
+        "cycle_p99_ms",
+        "client_cpu_us_per_cycle",
+        "server_cpu_us_per_cycle",
+        "duration_s",
+        "contention_rate",
+        "acquire_p90_ms",
+        "acquire_p999_ms",
+        "acquire_max_ms",
+        "hold_p50_ms",
+        "redis_commands_per_acquire",
+        "errors_by_kind",
+        "redirects",
+        "topology_refreshes",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field}: {report}");
+    }
+    let num = |f: &str| {
+        report[f]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{f}: {report}"))
+    };
+    assert!(num("cycles") > 100.0, "{report}");
+    assert!(num("cycles_per_sec") > 0.0);
+    assert_eq!(num("violations"), 0.0);
+    assert_eq!(num("errors"), 0.0);
+    assert_eq!(num("lost_leases"), 0.0);
+    assert!((2.5..10.0).contains(&num("duration_s")), "{report}");
+    assert!(num("acquire_p50_ms") > 0.0);
+    assert!(num("acquire_p50_ms") <= num("acquire_p99_ms"));
+    assert!(num("cycle_p50_ms") >= num("acquire_p50_ms"));
+    assert!(num("client_cpu_us_per_cycle") > 0.0);
+    assert!(num("server_cpu_us_per_cycle") > 0.0);
+    // Try mode: a SET and a release script per cycle on a primary; Redis
+    // counts the calls made inside the script too (GET, DEL).
+    let commands = num("redis_commands_per_acquire");
+    assert!((1.9..6.0).contains(&commands), "{report}");
+    let attempts = num("client_attempts_per_acquire");
+    assert!((1.9..2.5).contains(&attempts), "{report}");
+}
+
+/// Fenced acquisitions under contention (few keys) issue tokens that only
+/// grow per key, and no two workers overlap.
+#[test]
+fn fenced_run_has_no_violations() {
+    let report = run_report(
+        "fenced",
+        &[
+            "--duration",
+            "3s",
+            "--workers",
+            "10",
+            "--keys",
+            "50",
+            "--mode",
+            "fenced",
+            "--hold",
+            "0..1ms",
+        ],
+    );
+    assert_eq!(report["violations"], 0, "{report}");
+    assert_eq!(report["token_regressions"], 0, "{report}");
+    assert!(report["cycles"].as_u64().unwrap_or(0) > 100, "{report}");
+    assert!(
+        report["failed_acquires"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+}
+
+/// A run with a failover and a slot migration completes and reports, for
+/// each fault, the longest gap without an acquire on the affected shard.
+#[test]
+fn chaos_run_reports_the_window() {
+    let report = run_report(
+        "chaos",
+        &[
+            "--duration",
+            "6s",
+            "--workers",
+            "10",
+            "--chaos",
+            "failover@1s",
+            "--chaos",
+            "migrate@3s",
+        ],
+    );
+    let chaos = report["chaos"].as_array().expect("a chaos list");
+    assert_eq!(chaos.len(), 2, "{report}");
+    for fault in chaos {
+        assert!(fault["error"].is_null(), "{fault}");
+        let gap = fault["unavailable_s"].as_f64().expect("a window");
+        assert!((0.0..6.0).contains(&gap), "{fault}");
+    }
+    assert_eq!(report["chaos"][0]["fault"], "failover");
+    assert_eq!(report["chaos"][1]["fault"], "migrate");
+}

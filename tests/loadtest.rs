@@ -208,3 +208,52 @@ fn chaos_run_reports_the_window() {
     assert_eq!(report["chaos"][0]["fault"], "failover");
     assert_eq!(report["chaos"][1]["fault"], "migrate");
 }
+
+/// `--json <dir>/r.json` also writes `<dir>/r.svg`: an SVG with a line per
+/// series (cycles/s, acquire p50, acquire p99) and the chaos event labelled.
+#[test]
+fn json_run_writes_a_plot_next_to_it() {
+    let dir = std::env::temp_dir().join(format!("shardlock-loadtest-{}-plot", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let json = dir.join("r.json");
+    let svg = dir.join("r.svg");
+    let json_text = json.to_str().expect("temp paths are UTF-8");
+    let out = loadtest(&[
+        "--duration",
+        "3s",
+        "--workers",
+        "10",
+        "--json",
+        json_text,
+        "--chaos",
+        "failover@1s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON report"))
+            .expect("the report is JSON");
+    assert_eq!(report["plot"], svg.to_str().expect("UTF-8"), "{report}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(svg.to_str().expect("UTF-8")),
+        "the human report names the plot"
+    );
+    let plot = std::fs::read_to_string(&svg).expect("the plot was written");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        plot.starts_with("<svg") || plot.starts_with("<?xml"),
+        "{plot}"
+    );
+    assert!(plot.trim_end().ends_with("</svg>"), "{plot}");
+    for series in ["cycles_per_sec", "acquire_p50_ms", "acquire_p99_ms"] {
+        let at = plot
+            .find(&format!(r#"data-series="{series}" d="M"#))
+            .unwrap_or_else(|| panic!("no line for {series}: {plot}"));
+        assert!(plot[..at].ends_with("<path class=\"series\" "), "{plot}");
+    }
+    assert!(plot.contains(">failover @"), "{plot}");
+}

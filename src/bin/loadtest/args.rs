@@ -46,6 +46,11 @@ pub(crate) struct Args {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub(crate) json: Option<std::path::PathBuf>,
+    /// Write the plot (throughput and acquire p50/p99 per second, chaos
+    /// events marked) as SVG to this file; by default next to `--json`
+    /// (`out.json` → `out.svg`), and none without either.
+    #[arg(long)]
+    pub(crate) plot: Option<std::path::PathBuf>,
     /// Seed of the key choices (each worker derives its own from it).
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,

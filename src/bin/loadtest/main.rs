@@ -7,7 +7,8 @@
 //! Layout: `args.rs` (options and their parsers), `workload.rs` (workers,
 //! key choice, tallies), `safety.rs` (the mutual-exclusion check), `cpu.rs`
 //! (process and server CPU, command counts), `raw.rs` (redis-benchmark),
-//! `progress.rs` (the live line), `report.rs` (human and JSON report).
+//! `progress.rs` (the live line), `report.rs` (human and JSON report),
+//! `plot.rs` (the SVG of throughput and latency over time).
 //!
 //! Exit status: 0 after a report, 2 when the options or the environment are
 //! wrong (one line on stderr says what), 1 when the run itself failed.
@@ -16,6 +17,7 @@
 
 mod args;
 mod cpu;
+mod plot;
 mod progress;
 mod raw;
 mod report;
@@ -207,6 +209,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
 
     let total = shared.total();
+    let timeline = shared.timeline();
     let raw = if args.compare_raw {
         eprintln!("running redis-benchmark on the same cluster");
         let first = seeds[0].trim_start_matches("redis://");
@@ -222,6 +225,11 @@ async fn run(args: Args) -> Result<(), Failure> {
     routing.retryable_errors -= routing_before.retryable_errors;
     routing.refreshes -= routing_before.refreshes;
     routing.refresh_failures -= routing_before.refresh_failures;
+    let plot_path = plot::path(&args);
+    if let Some(path) = &plot_path {
+        plot::write(path, &args, shards, &timeline, &chaos_outcomes)
+            .map_err(|e| Failure::Run(format!("cannot write {}: {e}", path.display())))?;
+    }
     let measured = Measured {
         args: &args,
         shards,
@@ -242,6 +250,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         routing,
         raw,
         chaos: chaos_outcomes,
+        plot: plot_path.as_deref(),
     };
     let json = report::to_json(&measured);
     report::print_human(&measured, &json);

@@ -36,6 +36,8 @@ pub(crate) struct Measured<'a> {
     pub(crate) routing: RouterStats,
     pub(crate) raw: Vec<Result<RawRun, String>>,
     pub(crate) chaos: Vec<ChaosOutcome>,
+    /// Where the plot was written, if one was asked for.
+    pub(crate) plot: Option<&'a std::path::Path>,
 }
 
 fn ms(h: &Histogram<u64>, quantile: f64) -> f64 {
@@ -128,6 +130,7 @@ pub(crate) fn to_json(m: &Measured<'_>) -> Value {
         "seed": m.args.seed,
         "raw": raw,
         "chaos": chaos,
+        "plot": m.plot.map(|p| p.display().to_string()),
     })
 }
 
@@ -261,6 +264,12 @@ pub(crate) fn print_human(m: &Measured<'_>, j: &Value) {
             }
             Err(e) => println!("redis-benchmark unavailable: {e}"),
         }
+    }
+    if let Some(plot) = m.plot {
+        println!(
+            "plot:        {} (throughput and acquire p50/p99 per second, chaos marked)",
+            plot.display()
+        );
     }
     println!(
         "violations: {} ({} overlapping holds, {} fencing tokens not increasing)",

@@ -42,6 +42,29 @@ pub(crate) struct Tally {
     pub(crate) cycle: Histogram<u64>,
     /// Acquire returned → release about to be sent, µs.
     pub(crate) hold: Histogram<u64>,
+    /// Per second of the run (index = whole seconds since the start), for
+    /// the plot; not merged by [`Tally::merge`], which live progress calls
+    /// often, but by [`Shared::timeline`] once at the end.
+    pub(crate) seconds: Vec<Second>,
+}
+
+/// One second of one worker's run.
+pub(crate) struct Second {
+    /// Cycles that completed (release returned) in this second.
+    pub(crate) cycles: u64,
+    /// Acquire latency, µs, of the acquires that returned in this second.
+    pub(crate) acquire: Histogram<u64>,
+}
+
+impl Second {
+    pub(crate) fn new() -> Second {
+        Second {
+            cycles: 0,
+            // Two digits are plenty for a plot and keep the many small
+            // histograms small.
+            acquire: Histogram::new(2).expect("2 significant digits is valid"),
+        }
+    }
 }
 
 impl Tally {
@@ -56,7 +79,17 @@ impl Tally {
             acquire: histogram(),
             cycle: histogram(),
             hold: histogram(),
+            seconds: Vec::new(),
         }
+    }
+
+    /// This worker's bucket for the second that `at` falls in.
+    fn second(&mut self, start: Instant, at: Instant) -> &mut Second {
+        let index = at.saturating_duration_since(start).as_secs() as usize;
+        if self.seconds.len() <= index {
+            self.seconds.resize_with(index + 1, Second::new);
+        }
+        &mut self.seconds[index]
     }
 
     pub(crate) fn merge(&mut self, other: &Tally) {
@@ -203,6 +236,22 @@ impl Shared {
             total.merge(&tally.lock().unwrap_or_else(|p| p.into_inner()));
         }
         total
+    }
+
+    /// Every worker's per-second buckets merged, as of now.
+    pub(crate) fn timeline(&self) -> Vec<Second> {
+        let mut merged: Vec<Second> = Vec::new();
+        for tally in &self.tallies {
+            let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+            if merged.len() < tally.seconds.len() {
+                merged.resize_with(tally.seconds.len(), Second::new);
+            }
+            for (into, from) in merged.iter_mut().zip(&tally.seconds) {
+                into.cycles += from.cycles;
+                let _ = into.acquire.add(&from.acquire);
+            }
+        }
+        merged
     }
 
     fn record_success(&self, keys: &[u64], at: Instant) {
@@ -369,14 +418,18 @@ pub(crate) async fn worker(shared: Arc<Shared>, id: usize) {
         let released = held.release().await;
         let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
         tally.acquired += 1;
+        let acquire_us = (acquired_at - intended).as_micros() as u64;
+        let _ = tally.acquire.record(acquire_us);
         let _ = tally
+            .second(shared.start, acquired_at)
             .acquire
-            .record((acquired_at - intended).as_micros() as u64);
+            .record(acquire_us);
         let _ = tally.hold.record(held_for.as_micros() as u64);
         match released {
             Ok(()) if !lost_while_held => {
                 tally.cycles += 1;
                 let _ = tally.cycle.record(intended.elapsed().as_micros() as u64);
+                tally.second(shared.start, Instant::now()).cycles += 1;
             }
             Ok(()) | Err(Error::NotHeld) => tally.lost_leases += 1,
             Err(e) => tally.error(&e),

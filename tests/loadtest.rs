@@ -61,6 +61,7 @@ fn bad_options_exit_2_with_one_line() {
         (&["--seeds", "localhost:7000"], "--seeds"),
         (&["--chaos", "explode@1s"], "--chaos"),
         (&["--no-such-option"], "--no-such-option"),
+        (&["--runtime", "fast"], "--runtime"),
         (
             &["--seeds", "redis://127.0.0.1:1", "--duration", "1s"],
             "127.0.0.1:1",
@@ -154,7 +155,8 @@ fn short_run_reports_every_field() {
 }
 
 /// Fenced acquisitions under contention (few keys) issue tokens that only
-/// grow per key, and no two workers overlap.
+/// grow per key, and no two workers overlap, also on a current-thread
+/// runtime.
 #[test]
 fn fenced_run_has_no_violations() {
     let report = run_report(
@@ -170,6 +172,8 @@ fn fenced_run_has_no_violations() {
             "fenced",
             "--hold",
             "0..1ms",
+            "--runtime",
+            "current",
         ],
     );
     assert_eq!(report["violations"], 0, "{report}");

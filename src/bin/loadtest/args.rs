@@ -62,6 +62,10 @@ pub(crate) struct Args {
     /// clients, unpipelined and pipelined (`-P 16`), and print the ratios.
     #[arg(long)]
     pub(crate) compare_raw: bool,
+    /// The tokio runtime the workers run on: `multi` (a worker thread per
+    /// core) or `current` (one thread; fewer cross-thread wake-ups).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Multi)]
+    pub(crate) runtime: RuntimeKind,
     /// A fault on the embedded cluster at a time into the run:
     /// `failover@5s`, `kill@5s`, `migrate@5s` (repeatable).
     #[arg(long, value_parser = parse_chaos)]
@@ -281,4 +285,13 @@ mod tests {
         assert!(parse_seed("localhost:7000").is_err());
         assert!(parse_chaos("explode@1s").is_err());
     }
+}
+
+/// Which tokio runtime drives the load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RuntimeKind {
+    /// `new_multi_thread`: one worker thread per core.
+    Multi,
+    /// `new_current_thread`: everything on one thread.
+    Current,
 }

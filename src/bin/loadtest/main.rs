@@ -33,7 +33,7 @@ use shardlock::LockManager;
 use shardlock::testkit::{TestCluster, TestkitError};
 use tokio::time::Instant;
 
-use crate::args::{Args, ChaosKind};
+use crate::args::{Args, ChaosKind, RuntimeKind};
 use crate::report::{ChaosOutcome, Measured};
 use crate::safety::Safety;
 use crate::workload::{GapTracker, KeyChooser, NAMESPACE, Shared, Tally, key_slot_of};
@@ -61,10 +61,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match args.runtime {
+        RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

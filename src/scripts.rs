@@ -4,6 +4,9 @@
 
 use std::sync::LazyLock;
 
+use redis::Value;
+
+use crate::error::{Error, Result};
 use crate::request::{Request, Script};
 
 /// Compare-and-delete.
@@ -27,4 +30,14 @@ pub(crate) fn release(key: &[u8], value: &str) -> Request {
 /// `extend.lua` for `key` holding `value`, to `ttl_ms` from now.
 pub(crate) fn extend(key: &[u8], value: &str, ttl_ms: u64) -> Request {
     Request::script(&EXTEND, &[key], &[value, &ttl_ms.to_string()])
+}
+
+/// The reply of a compare-and-act script (`release`, `extend`): true when
+/// the key held the value and the action was done, false when it did not.
+pub(crate) fn compared(replies: &[Value], script: &str) -> Result<bool> {
+    match replies.first() {
+        Some(Value::Int(1)) => Ok(true),
+        Some(Value::Int(0)) => Ok(false),
+        other => Err(Error::UnexpectedReply(format!("{script}: {other:?}"))),
+    }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use redis::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -162,16 +161,12 @@ impl LockGuard {
             .client()
             .execute(self.lease.slot, &request)
             .await?;
-        match replies.first() {
-            Some(Value::Int(1)) => {
-                self.lease.set_ttl(ttl);
-                Ok(())
-            }
-            Some(Value::Int(0)) => {
-                self.lease.mark_lost();
-                Err(Error::NotHeld)
-            }
-            other => Err(Error::UnexpectedReply(format!("extend: {other:?}"))),
+        if scripts::compared(&replies, "extend")? {
+            self.lease.set_ttl(ttl);
+            Ok(())
+        } else {
+            self.lease.mark_lost();
+            Err(Error::NotHeld)
         }
     }
 
@@ -190,10 +185,10 @@ impl LockGuard {
             .client()
             .execute(self.lease.slot, &request)
             .await?;
-        match replies.first() {
-            Some(Value::Int(1)) => Ok(()),
-            Some(Value::Int(0)) => Err(Error::NotHeld),
-            other => Err(Error::UnexpectedReply(format!("release: {other:?}"))),
+        if scripts::compared(&replies, "release")? {
+            Ok(())
+        } else {
+            Err(Error::NotHeld)
         }
     }
 }

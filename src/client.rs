@@ -89,6 +89,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether requests for one node that are submitted together leave in
+    /// one write as one pipeline (default on). Off, every request is its
+    /// own write: a little less latency when idle, several times the system
+    /// calls on client and server when busy (see `docs/BENCHMARKS.md`).
+    pub fn auto_pipeline(mut self, enabled: bool) -> Self {
+        self.config.auto_pipeline = enabled;
+        self
+    }
+
     /// Checks the settings, fetches the slot map from the seeds and starts
     /// the refresher. Fails with [`Error::InvalidArgument`] for bad
     /// settings, [`Error::Auth`] when a node refuses the credentials, and
@@ -101,7 +110,8 @@ impl ClientBuilder {
         }
         self.config.validate()?;
         let config = Arc::new(self.config);
-        let nodes = NodePool::new(config.clone());
+        let counters = Counters::default();
+        let nodes = NodePool::new(config.clone(), counters.writes.clone());
         let topology = match refresh::fetch(&config, &nodes, None, 0).await {
             Ok(topology) => topology,
             Err(failures) => {
@@ -122,7 +132,7 @@ impl ClientBuilder {
             config,
             topology: ArcSwap::from_pointee(topology.with_version(1)),
             nodes,
-            counters: Counters::default(),
+            counters,
         });
         crate::metrics::topology_version(1);
         let refresher = refresh::spawn(shared.clone());

@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) retry_backoff: Backoff,
     /// Between connection attempts to one node.
     pub(crate) reconnect_backoff: Backoff,
+    /// Requests to one node submitted together leave in one write.
+    pub(crate) auto_pipeline: bool,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             refresh_min_gap: Duration::from_millis(100),
             retry_backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(200)),
             reconnect_backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(1)),
+            auto_pipeline: true,
         }
     }
 }

@@ -73,6 +73,8 @@
 //! With I/O:
 //! - `node`: one multiplexed connection per node, made lazily, replaced when
 //!   it breaks, with capped jittered backoff between attempts.
+//! - `batcher`: auto-pipelining; requests for one node submitted together
+//!   leave in one write (handle plus worker per node).
 //! - `refresh`: the single-flight topology refresher (handle plus worker).
 //! - `router`: slot → node → send → act on `classify`, within a deadline.
 //! - `client`: [`Client`] and [`ClientBuilder`].
@@ -87,6 +89,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod backoff;
+mod batcher;
 mod client;
 mod config;
 mod error;

@@ -13,13 +13,15 @@
 //!   node costs one connection attempt per delay, not one per request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 use tokio::time::Instant;
 
+use crate::batcher::Batcher;
 use crate::config::Config;
 use crate::redirect::{Action, RetryCause, classify};
 
@@ -57,14 +59,17 @@ impl ConnectError {
 /// rare insertions and removals copy it under `writer`.
 pub(crate) struct NodePool {
     config: Arc<Config>,
+    /// Pipelines written, counted by the nodes' batchers.
+    writes: Arc<AtomicU64>,
     nodes: ArcSwap<HashMap<Arc<str>, Arc<Node>>>,
     writer: Mutex<()>,
 }
 
 impl NodePool {
-    pub(crate) fn new(config: Arc<Config>) -> NodePool {
+    pub(crate) fn new(config: Arc<Config>, writes: Arc<AtomicU64>) -> NodePool {
         NodePool {
             config,
+            writes,
             nodes: ArcSwap::from_pointee(HashMap::new()),
             writer: Mutex::new(()),
         }
@@ -80,7 +85,11 @@ impl NodePool {
         if let Some(node) = current.get(addr) {
             return node.clone();
         }
-        let node = Arc::new(Node::new(addr.into(), self.config.clone()));
+        let node = Arc::new(Node::new(
+            addr.into(),
+            self.config.clone(),
+            self.writes.clone(),
+        ));
         let mut next = HashMap::clone(&current);
         next.insert(node.addr.clone(), node.clone());
         self.nodes.store(Arc::new(next));
@@ -113,6 +122,9 @@ pub(crate) struct Node {
     conn: ArcSwapOption<MultiplexedConnection>,
     /// Held only by the one caller making a connection attempt.
     gate: tokio::sync::Mutex<Reconnect>,
+    /// Started on first use (from within the runtime); stops with the node.
+    batcher: OnceLock<Batcher>,
+    writes: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -124,13 +136,21 @@ struct Reconnect {
 }
 
 impl Node {
-    fn new(addr: Arc<str>, config: Arc<Config>) -> Node {
+    fn new(addr: Arc<str>, config: Arc<Config>, writes: Arc<AtomicU64>) -> Node {
         Node {
             addr,
             config,
             conn: ArcSwapOption::empty(),
             gate: tokio::sync::Mutex::new(Reconnect::default()),
+            batcher: OnceLock::new(),
+            writes,
         }
+    }
+
+    /// The worker that batches this node's requests (see [`Batcher`]).
+    pub(crate) fn batcher(&self) -> &Batcher {
+        self.batcher
+            .get_or_init(|| Batcher::spawn(self.writes.clone()))
     }
 
     /// A live connection, connecting first if there is none.

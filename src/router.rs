@@ -262,8 +262,18 @@ impl Router {
             Ok(conn) => conn,
             Err(e) => return Outcome::NoConnection(e),
         };
-        let mut sender = (*conn).clone();
-        let sent = sender.send_packed_commands(pipeline, 0, pipeline.len());
+        let sent = async {
+            if self.shared.config.auto_pipeline {
+                let cmds = pipeline.cmd_iter().cloned().collect();
+                node.batcher().send(conn.clone(), cmds).await
+            } else {
+                Counters::bump(&self.shared.counters.writes);
+                let mut sender = (*conn).clone();
+                sender
+                    .send_packed_commands(pipeline, 0, pipeline.len())
+                    .await
+            }
+        };
         let result = match tokio::time::timeout_at(deadline, sent).await {
             Ok(result) => result,
             Err(_) => Err(redis::RedisError::from(std::io::Error::new(

@@ -4,6 +4,7 @@
 //! in-process counters exist so a caller (or a test) can read them without
 //! installing a metrics recorder.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a client's routing counters (monotonic since it was built).
@@ -12,6 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct RouterStats {
     /// Attempts sent to a node (first tries and retries).
     pub attempts: u64,
+    /// Pipelines handed to node connections: with auto-pipelining several
+    /// attempts share one (and one write); without it each attempt is its
+    /// own (the connection may still join some in one system call).
+    pub writes: u64,
     /// `MOVED` replies met.
     pub moved: u64,
     /// `ASK` replies met.
@@ -38,6 +43,8 @@ pub struct RouterStats {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) attempts: AtomicU64,
+    /// Shared with the nodes' batching workers.
+    pub(crate) writes: Arc<AtomicU64>,
     pub(crate) moved: AtomicU64,
     pub(crate) ask: AtomicU64,
     pub(crate) try_again: AtomicU64,
@@ -57,6 +64,7 @@ impl Counters {
     pub(crate) fn snapshot(&self, topology_version: u64) -> RouterStats {
         RouterStats {
             attempts: self.attempts.load(Relaxed),
+            writes: self.writes.load(Relaxed),
             moved: self.moved.load(Relaxed),
             ask: self.ask.load(Relaxed),
             try_again: self.try_again.load(Relaxed),

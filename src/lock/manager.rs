@@ -94,6 +94,10 @@ impl LockManagerBuilder {
         /// See [`ClientBuilder::refresh_interval`].
         refresh_interval: Duration
     );
+    client_setting!(
+        /// See [`ClientBuilder::auto_pipeline`].
+        auto_pipeline: bool
+    );
 
     /// Prefix of every lock key (default `shardlock:lock:`). It must contain
     /// no braces, so the user key's own hash tag decides the slot.

@@ -6,6 +6,7 @@ mod deadline;
 mod failover;
 mod metrics;
 mod migration;
+mod pipelining;
 mod reconnect;
 mod refresh;
 mod routing;

@@ -66,6 +66,10 @@ pub(crate) struct Args {
     /// core) or `current` (one thread; fewer cross-thread wake-ups).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Multi)]
     pub(crate) runtime: RuntimeKind,
+    /// Send every request in its own write instead of joining requests for
+    /// one node that are submitted together (auto-pipelining, the default).
+    #[arg(long)]
+    pub(crate) no_auto_pipeline: bool,
     /// A fault on the embedded cluster at a time into the run:
     /// `failover@5s`, `kill@5s`, `migrate@5s` (repeatable).
     #[arg(long, value_parser = parse_chaos)]

@@ -115,6 +115,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let mgr = LockManager::builder()
         .seeds(&seeds)
         .namespace(NAMESPACE)
+        .auto_pipeline(!args.no_auto_pipeline)
         .build()
         .await
         .map_err(|e| {
@@ -221,6 +222,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     };
     let mut routing = routing_after;
     routing.attempts -= routing_before.attempts;
+    routing.writes -= routing_before.writes;
     routing.moved -= routing_before.moved;
     routing.ask -= routing_before.ask;
     routing.retryable_errors -= routing_before.retryable_errors;

@@ -112,6 +112,7 @@ pub(crate) fn to_json(m: &Measured<'_>) -> Value {
         "server_cpu_us_per_cycle": server_cpu_us,
         "redis_commands_per_acquire": m.server_commands.and_then(|c| ratio(c as f64, t.acquired)),
         "client_attempts_per_acquire": ratio(m.routing.attempts as f64, t.acquired),
+        "client_attempts_per_write": ratio(m.routing.attempts as f64, m.routing.writes),
         "redirects": { "moved": m.routing.moved, "ask": m.routing.ask },
         "retryable_errors": m.routing.retryable_errors,
         "topology_refreshes": m.routing.refreshes,
@@ -191,11 +192,12 @@ pub(crate) fn print_human(m: &Measured<'_>, j: &Value) {
         opt(&j["hold_p99_ms"], 3)
     );
     println!(
-        "CPU µs/cycle: client {}, servers {}; per acquire: {} Redis commands on primaries (calls inside scripts included), {} round trips sent",
+        "CPU µs/cycle: client {}, servers {}; per acquire: {} Redis commands on primaries (calls inside scripts included), {} round trips sent; {} requests per write",
         opt(&j["client_cpu_us_per_cycle"], 1),
         opt(&j["server_cpu_us_per_cycle"], 1),
         opt(&j["redis_commands_per_acquire"], 2),
-        opt(&j["client_attempts_per_acquire"], 2)
+        opt(&j["client_attempts_per_acquire"], 2),
+        opt(&j["client_attempts_per_write"], 2)
     );
     let kinds: Vec<String> = m
         .total

@@ -7,8 +7,10 @@
 //! sides; on loopback and fast LANs those system calls cost more than the
 //! commands. The node's worker collects whatever has been submitted by the
 //! time it runs (it yields once to the runtime first, so tasks made ready by
-//! the same event all get their turn) and sends it as one pipeline. An idle
-//! client pays one extra task hop; a busy one pays one write per batch.
+//! the same event all get their turn) and sends it as one pipeline. A
+//! request that finds nothing else unanswered on its node skips the worker
+//! and goes out at once, so an idle client pays no extra hop; a busy one
+//! pays one write per batch.
 //!
 //! Invariants:
 //! - A request's commands stay contiguous and in order within a batch, so
@@ -25,7 +27,7 @@
 //!   in-flight batches finish.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -40,6 +42,10 @@ const MAX_BATCH_COMMANDS: usize = 1024;
 /// Handle to one node's batching worker.
 pub(crate) struct Batcher {
     submissions: mpsc::UnboundedSender<Submission>,
+    /// Requests sent through this batcher and not yet answered (or given
+    /// up), direct ones included.
+    unanswered: AtomicUsize,
+    writes: Arc<AtomicU64>,
 }
 
 /// Where one request's replies go.
@@ -56,19 +62,56 @@ impl Batcher {
     /// `writes` per batch sent.
     pub(crate) fn spawn(writes: Arc<AtomicU64>) -> Batcher {
         let (submissions, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(worker(receiver, writes));
-        Batcher { submissions }
+        tokio::spawn(worker(receiver, writes.clone()));
+        Batcher {
+            submissions,
+            unanswered: AtomicUsize::new(0),
+            writes,
+        }
     }
 
-    /// Sends `cmds` over `conn` in the next batch and waits for their
-    /// replies (one per command, error replies in place).
+    /// Sends `cmds` over `conn` and waits for their replies (one per
+    /// command, error replies in place): straight away when nothing else is
+    /// waiting on this node (an idle client pays no extra hop), otherwise in
+    /// the next batch.
     pub(crate) async fn send(&self, conn: Conn, cmds: Vec<Cmd>) -> RedisResult<Vec<Value>> {
+        let _unanswered = Unanswered::enter(&self.unanswered);
+        if _unanswered.alone {
+            self.writes.fetch_add(1, Relaxed);
+            let total = cmds.len();
+            let mut pipeline = Pipeline::with_capacity(total);
+            for cmd in cmds {
+                pipeline.add_command(cmd);
+            }
+            let mut sender = (*conn).clone();
+            return sender.send_packed_commands(&pipeline, 0, total).await;
+        }
         let (reply, replied) = oneshot::channel();
         let submission = Submission { conn, cmds, reply };
         if self.submissions.send(submission).is_err() {
             return Err(worker_gone());
         }
         replied.await.unwrap_or_else(|_| Err(worker_gone()))
+    }
+}
+
+/// Counts one request as unanswered until dropped (answered or given up).
+struct Unanswered<'a> {
+    count: &'a AtomicUsize,
+    /// No other request was unanswered when this one came.
+    alone: bool,
+}
+
+impl<'a> Unanswered<'a> {
+    fn enter(count: &'a AtomicUsize) -> Unanswered<'a> {
+        let alone = count.fetch_add(1, Relaxed) == 0;
+        Unanswered { count, alone }
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Relaxed);
     }
 }
 

@@ -91,8 +91,9 @@ impl ClientBuilder {
 
     /// Whether requests for one node that are submitted together leave in
     /// one write as one pipeline (default on). Off, every request is its
-    /// own write: a little less latency when idle, several times the system
-    /// calls on client and server when busy (see `docs/BENCHMARKS.md`).
+    /// own write: no difference when idle, several times the system calls
+    /// on the client and more CPU on the servers when busy (see
+    /// `docs/BENCHMARKS.md`).
     pub fn auto_pipeline(mut self, enabled: bool) -> Self {
         self.config.auto_pipeline = enabled;
         self

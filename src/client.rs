@@ -136,6 +136,7 @@ impl ClientBuilder {
             counters,
         });
         crate::metrics::topology_version(1);
+        crate::metrics::register_zeroes();
         let refresher = refresh::spawn(shared.clone());
         Ok(Client {
             router: Arc::new(Router { shared, refresher }),

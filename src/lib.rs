@@ -96,6 +96,8 @@ mod error;
 pub mod lock;
 pub mod metrics;
 mod node;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod redirect;
 mod refresh;
 mod renew;

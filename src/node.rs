@@ -147,6 +147,11 @@ impl Node {
         }
     }
 
+    /// `host:port`.
+    pub(crate) fn addr(&self) -> &Arc<str> {
+        &self.addr
+    }
+
     /// The worker that batches this node's requests (see [`Batcher`]).
     pub(crate) fn batcher(&self) -> &Batcher {
         self.batcher
@@ -174,7 +179,7 @@ impl Node {
                 let conn = Arc::new(conn);
                 self.conn.store(Some(conn.clone()));
                 *gate = Reconnect::default();
-                crate::metrics::node_connected();
+                crate::metrics::node_connected(&self.addr);
                 Ok(conn)
             }
             Ok(Err(e)) => {

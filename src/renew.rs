@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::lock::Lease;
+use crate::lock::{Lease, release_lease};
 use crate::redirect::Action;
 use crate::scripts;
 
@@ -223,9 +223,8 @@ impl Worker {
             join_all(leases.iter().map(|lease| {
                 let client = &client;
                 async move {
-                    let request = scripts::release(&lease.key, &lease.value());
                     // A failed release leaves the lease to expire after its TTL.
-                    if let Err(e) = client.execute(lease.slot, &request).await {
+                    if let Err(e) = release_lease(client, lease).await {
                         tracing::debug!(error = %e, "background release failed; the lease expires by its TTL");
                     }
                 }
@@ -385,7 +384,7 @@ async fn renew_on_node(
             }
         }
     }
-    crate::metrics::renew_batch(entries.len(), chunks.len());
+    crate::metrics::renew_batch(entries.len());
     let fates: Vec<Fate> = match replies {
         Some(replies) => chunks
             .iter()

@@ -262,6 +262,7 @@ impl Router {
             Ok(conn) => conn,
             Err(e) => return Outcome::NoConnection(e),
         };
+        let started = Instant::now();
         let sent = async {
             if self.shared.config.auto_pipeline {
                 let cmds = pipeline.cmd_iter().cloned().collect();
@@ -281,6 +282,7 @@ impl Router {
                 "deadline passed while waiting for the reply",
             ))),
         };
+        crate::metrics::command_duration(node.addr(), started.elapsed());
         if let Err(e) = &result
             && (e.is_unrecoverable_error() || e.is_connection_dropped())
         {

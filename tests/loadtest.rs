@@ -40,6 +40,19 @@ fn run_report(name: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&text).expect("the report is JSON")
 }
 
+/// A metrics address already in use is refused before anything starts:
+/// exit status 2, one line naming the address.
+#[test]
+fn busy_metrics_address_exits_2() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = loadtest(&["--metrics-addr", &addr, "--duration", "1s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+}
+
 /// Every nonsense option is refused with exit status 2 and one line naming it.
 #[test]
 fn bad_options_exit_2_with_one_line() {
@@ -62,6 +75,7 @@ fn bad_options_exit_2_with_one_line() {
         (&["--chaos", "explode@1s"], "--chaos"),
         (&["--no-such-option"], "--no-such-option"),
         (&["--runtime", "fast"], "--runtime"),
+        (&["--metrics-addr", "localhost"], "--metrics-addr"),
         (
             &["--seeds", "redis://127.0.0.1:1", "--duration", "1s"],
             "127.0.0.1:1",

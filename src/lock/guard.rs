@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use super::manager::LockManager;
 use super::token::{FencingToken, lock_value};
+use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::metrics::ReleaseOutcome;
 use crate::scripts;
 
 const HELD: u8 = 0;
@@ -29,6 +31,9 @@ pub(crate) struct Lease {
     ttl_ms: std::sync::atomic::AtomicU32,
     /// Renewed by the renewal task (decides the shortest allowed TTL).
     pub(crate) auto_renew: bool,
+    /// The key's class, for metrics.
+    pub(crate) class: &'static str,
+    acquired_at: Instant,
     state: AtomicU8,
     lost: Notify,
 }
@@ -41,6 +46,7 @@ impl Lease {
         fence: Option<FencingToken>,
         ttl: Duration,
         auto_renew: bool,
+        class: &'static str,
     ) -> Lease {
         Lease {
             key,
@@ -49,6 +55,8 @@ impl Lease {
             fence,
             ttl_ms: std::sync::atomic::AtomicU32::new(ttl_ms(ttl)),
             auto_renew,
+            class,
+            acquired_at: Instant::now(),
             state: AtomicU8::new(HELD),
             lost: Notify::new(),
         }
@@ -83,16 +91,22 @@ impl Lease {
             .is_ok();
         if changed {
             self.lost.notify_waiters();
-            crate::metrics::lease_lost();
+            crate::metrics::lease_lost(self.class);
+            crate::metrics::lease_ended(self.class, self.acquired_at.elapsed());
         }
         changed
     }
 
     /// Held → released. False if it was not held (lost, or released before).
     pub(crate) fn mark_released(&self) -> bool {
-        self.state
+        let changed = self
+            .state
             .compare_exchange(HELD, RELEASED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if changed {
+            crate::metrics::lease_ended(self.class, self.acquired_at.elapsed());
+        }
+        changed
     }
 }
 
@@ -107,16 +121,14 @@ fn ttl_ms(ttl: Duration) -> u32 {
 pub struct LockGuard {
     lease: Arc<Lease>,
     manager: LockManager,
-    acquired_at: Instant,
 }
 
 impl LockGuard {
+    /// Every guard ends its lease exactly once (release, drop or loss), so
+    /// the held-leases gauge goes up here and down in `mark_*`.
     pub(crate) fn new(lease: Arc<Lease>, manager: LockManager) -> LockGuard {
-        LockGuard {
-            lease,
-            manager,
-            acquired_at: Instant::now(),
-        }
+        crate::metrics::lease_taken(lease.class);
+        LockGuard { lease, manager }
     }
 
     /// The key as given to [`LockManager::lock`] (without the namespace).
@@ -176,19 +188,13 @@ impl LockGuard {
         // Taking the state first disarms Drop's background release and
         // stops renewal of this lease.
         if !self.lease.mark_released() {
+            crate::metrics::release(self.lease.class, ReleaseOutcome::NotHeld);
             return Err(Error::NotHeld);
         }
-        crate::metrics::hold_time(self.acquired_at.elapsed());
-        let request = scripts::release(&self.lease.key, &self.lease.value());
-        let replies = self
-            .manager
-            .client()
-            .execute(self.lease.slot, &request)
-            .await?;
-        if scripts::compared(&replies, "release")? {
-            Ok(())
-        } else {
-            Err(Error::NotHeld)
+        match release_lease(self.manager.client(), &self.lease).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::NotHeld),
+            Err(e) => Err(e),
         }
     }
 }
@@ -196,10 +202,28 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if self.lease.mark_released() {
-            crate::metrics::hold_time(self.acquired_at.elapsed());
             self.manager.release_in_background(self.lease.clone());
         }
     }
+}
+
+/// Compare-and-delete of `lease` on the server, recorded by outcome: true
+/// when it was still ours and is now gone.
+pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool> {
+    let request = scripts::release(&lease.key, &lease.value());
+    let released = match client.execute(lease.slot, &request).await {
+        Ok(replies) => scripts::compared(&replies, "release"),
+        Err(e) => Err(e),
+    };
+    crate::metrics::release(
+        lease.class,
+        match released {
+            Ok(true) => ReleaseOutcome::Released,
+            Ok(false) => ReleaseOutcome::NotHeld,
+            Err(_) => ReleaseOutcome::Error,
+        },
+    );
+    released
 }
 
 impl std::fmt::Debug for LockGuard {

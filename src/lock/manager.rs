@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::class::KeyClasses;
 use super::guard::Lease;
 use super::many::ManyLockRequest;
 use super::request::LockRequest;
@@ -31,6 +32,9 @@ pub(crate) struct Settings {
     pub(crate) max_keys: usize,
     pub(crate) renew_interval: Duration,
     pub(crate) renew_chunk: usize,
+    pub(crate) key_classes: KeyClasses,
+    /// A `key_classes` declaration that was refused, reported by `build`.
+    key_classes_error: Option<String>,
 }
 
 impl Default for Settings {
@@ -44,6 +48,8 @@ impl Default for Settings {
             max_keys: 1024,
             renew_interval: Duration::from_millis(100),
             renew_chunk: 500,
+            key_classes: KeyClasses::none(),
+            key_classes_error: None,
         }
     }
 }
@@ -152,6 +158,36 @@ impl LockManagerBuilder {
         self
     }
 
+    /// Declares the key classes metrics are labelled with (`key_class`):
+    /// a small fixed set, and a function from a key (as given to
+    /// [`LockManager::lock`]) to one of them; whatever else it returns is
+    /// recorded as `other`. A raw key is never a label. Without this every
+    /// key is in class `default`. At most 32 classes, distinct, non-empty.
+    ///
+    /// ```
+    /// # fn example() -> shardlock::LockManagerBuilder {
+    /// shardlock::LockManager::builder().key_classes(&["user", "order"], |key| {
+    ///     match key.split(|b| *b == b':').next() {
+    ///         Some(b"user") => "user",
+    ///         Some(b"order") => "order",
+    ///         _ => "other",
+    ///     }
+    /// })
+    /// # }
+    /// ```
+    pub fn key_classes(
+        mut self,
+        classes: &[&'static str],
+        classify: impl Fn(&[u8]) -> &'static str + Send + Sync + 'static,
+    ) -> Self {
+        match KeyClasses::declared(classes, Arc::new(classify)) {
+            Ok(declared) => self.settings.key_classes = declared,
+            Err(Error::InvalidArgument(m)) => self.settings.key_classes_error = Some(m),
+            Err(other) => self.settings.key_classes_error = Some(other.to_string()),
+        }
+        self
+    }
+
     /// Checks the settings, connects (see [`ClientBuilder::build`]) and
     /// starts the renewal task.
     pub async fn build(self) -> Result<LockManager> {
@@ -164,6 +200,9 @@ impl LockManagerBuilder {
 impl Settings {
     fn validate(&self) -> Result<()> {
         let invalid = |m: String| Err(Error::InvalidArgument(m));
+        if let Some(e) = &self.key_classes_error {
+            return invalid(e.clone());
+        }
         for (name, ns) in [
             ("namespace", &self.namespace),
             ("fence_namespace", &self.fence_namespace),
@@ -219,6 +258,9 @@ impl LockManager {
     }
 
     fn with_client(client: Client, settings: Settings) -> LockManager {
+        for class in settings.key_classes.all() {
+            crate::metrics::register_class(class);
+        }
         let renew = renew::spawn(
             client.clone(),
             settings.renew_interval,
@@ -338,6 +380,11 @@ impl LockManager {
     /// Releases a lease whose guard was dropped, without waiting.
     pub(crate) fn release_in_background(&self, lease: Arc<Lease>) {
         self.inner.renew.release(lease);
+    }
+
+    /// The metrics class of `key` (as the application gave it).
+    pub(crate) fn key_class(&self, key: &[u8]) -> &'static str {
+        self.inner.settings.key_classes.of(key)
     }
 
     /// `key_slot` of a full key.

@@ -124,7 +124,8 @@ impl ManyLockRequest {
     /// the wait; in both cases (and on any other error) none is left held.
     pub async fn acquire(self) -> Result<LockGuards> {
         let plan = self.plan()?;
-        until_acquired(self.wait, || async {
+        let class = self.manager.key_class(&self.keys[0]);
+        until_acquired(class, self.wait, || async {
             Ok(self.attempt(&plan).await?.then_some(()))
         })
         .await?;
@@ -380,11 +381,13 @@ impl ManyLockRequest {
     /// The guards of a fully taken plan, registered for renewal, in the
     /// order the keys were given.
     fn guards(&self, plan: Plan) -> LockGuards {
+        let namespace_len = self.manager.namespace_len();
         let mut leases: Vec<(usize, Arc<Lease>)> = plan
             .keys
             .into_iter()
             .map(|key| {
-                let lease = Lease::new(key.full, key.slot, plan.token, None, plan.ttl, true);
+                let class = self.manager.key_class(&key.full[namespace_len..]);
+                let lease = Lease::new(key.full, key.slot, plan.token, None, plan.ttl, true, class);
                 (key.given, Arc::new(lease))
             })
             .collect();

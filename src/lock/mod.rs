@@ -10,6 +10,7 @@
 //! - Fencing counters live at `<fence_namespace>{<tag of the slot>}`: one per
 //!   slot (at most 16384), in the same slot as the keys they fence.
 
+mod class;
 mod guard;
 mod manager;
 mod many;
@@ -17,8 +18,9 @@ mod request;
 mod token;
 mod wait;
 
-pub(crate) use guard::Lease;
+pub use class::{MAX_KEY_CLASSES, OTHER as OTHER_KEY_CLASS};
 pub use guard::LockGuard;
+pub(crate) use guard::{Lease, release_lease};
 pub use manager::{LockManager, LockManagerBuilder};
 pub use many::{LockGuards, ManyLockRequest};
 pub use request::LockRequest;

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
-use tokio::time::Instant;
 
 use super::guard::{Lease, LockGuard};
 use super::manager::LockManager;
@@ -101,20 +100,18 @@ impl LockRequest {
     /// [`Error::Timeout`] when still held after the wait.
     pub async fn acquire(self) -> Result<LockGuard> {
         let plan = self.plan()?;
-        until_acquired(self.wait, || self.attempt(&plan)).await
+        until_acquired(plan.class, self.wait, || self.attempt(&plan)).await
     }
 
     /// One attempt: `Some(guard)` when taken, `None` when held by someone
     /// else. `.wait()` does not apply.
     pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
         let plan = self.plan()?;
-        let started = Instant::now();
-        let guard = self.attempt(&plan).await?;
-        match &guard {
-            Some(_) => crate::metrics::acquired(started.elapsed()),
-            None => crate::metrics::acquire_failed("contended"),
+        match until_acquired(plan.class, None, || self.attempt(&plan)).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(Error::Contended) => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(guard)
     }
 
     /// Checks the arguments; nothing is sent before this passes.
@@ -124,6 +121,7 @@ impl LockRequest {
         let key = self.manager.full_key(&self.key)?;
         let slot = LockManager::slot_of(&key);
         Ok(Plan {
+            class: self.manager.key_class(&self.key),
             key,
             slot,
             ttl,
@@ -179,6 +177,7 @@ impl LockRequest {
             fence,
             plan.ttl,
             self.auto_renew,
+            plan.class,
         ));
         if let Some(wanted) = self.replicas {
             let acked = match replies.get(1) {
@@ -213,6 +212,7 @@ impl LockRequest {
 
 /// An acquire's checked arguments, fixed for all its attempts.
 struct Plan {
+    class: &'static str,
     key: Box<[u8]>,
     slot: u16,
     ttl: Duration,

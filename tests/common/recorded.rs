@@ -63,3 +63,49 @@ pub fn histogram_samples(recorded: &[Recorded], name: &str) -> usize {
         })
         .sum()
 }
+
+/// True when `key` has every label in `labels`.
+fn has_labels(key: &CompositeKey, labels: &[(&str, &str)]) -> bool {
+    labels
+        .iter()
+        .all(|(k, v)| key.key().labels().any(|l| l.key() == *k && l.value() == *v))
+}
+
+/// The sum of the counters named `name` that carry every label in `labels`.
+pub fn counter_with(recorded: &[Recorded], name: &str, labels: &[(&str, &str)]) -> u64 {
+    recorded
+        .iter()
+        .filter(|(key, _)| key.key().name() == name && has_labels(key, labels))
+        .map(|(_, value)| match value {
+            DebugValue::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The value of the gauge named `name` with exactly these labels, if recorded.
+pub fn gauge_with(recorded: &[Recorded], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    recorded
+        .iter()
+        .find(|(key, _)| {
+            key.key().name() == name
+                && key.key().labels().count() == labels.len()
+                && has_labels(key, labels)
+        })
+        .and_then(|(_, value)| match value {
+            DebugValue::Gauge(v) => Some(v.into_inner()),
+            _ => None,
+        })
+}
+
+/// Samples in the histograms named `name` that carry every label in `labels`.
+pub fn histogram_samples_with(recorded: &[Recorded], name: &str, labels: &[(&str, &str)]) -> usize {
+    recorded
+        .iter()
+        .filter(|(key, _)| key.key().name() == name && has_labels(key, labels))
+        .map(|(_, value)| match value {
+            DebugValue::Histogram(samples) => samples.len(),
+            _ => 0,
+        })
+        .sum()
+}

@@ -70,6 +70,11 @@ pub(crate) struct Args {
     /// one node that are submitted together (auto-pipelining, the default).
     #[arg(long)]
     pub(crate) no_auto_pipeline: bool,
+    /// Serve Prometheus metrics at `http://<addr>/metrics` while the run
+    /// lasts (e.g. `127.0.0.1:9464`). Keys are labelled `key_class` `hot`
+    /// (the first 1 % of key numbers, the most popular under zipf) or `cold`.
+    #[arg(long)]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// A fault on the embedded cluster at a time into the run:
     /// `failover@5s`, `kill@5s`, `migrate@5s` (repeatable).
     #[arg(long, value_parser = parse_chaos)]

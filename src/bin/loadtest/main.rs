@@ -99,6 +99,9 @@ async fn run(args: Args) -> Result<(), Failure> {
         )));
     }
 
+    if let Some(addr) = args.metrics_addr {
+        shardlock::prometheus::install(addr).map_err(|e| Failure::Usage(e.to_string()))?;
+    }
     let cluster = if args.seeds.is_empty() {
         eprintln!("starting a local cluster: 3 primaries + 3 replicas");
         Some(TestCluster::start().await.map_err(|e| match e {
@@ -112,10 +115,20 @@ async fn run(args: Args) -> Result<(), Failure> {
         Some(cluster) => cluster.seeds(),
         None => args.seeds.clone(),
     };
+    if let Some(addr) = args.metrics_addr {
+        eprintln!("metrics: http://{addr}/metrics");
+    }
+    let hot_keys = (args.keys / 100).max(1);
     let mgr = LockManager::builder()
         .seeds(&seeds)
         .namespace(NAMESPACE)
         .auto_pipeline(!args.no_auto_pipeline)
+        .key_classes(&["hot", "cold"], move |key| {
+            match workload::key_number(key) {
+                Some(n) if n < hot_keys => "hot",
+                _ => "cold",
+            }
+        })
         .build()
         .await
         .map_err(|e| {

@@ -24,6 +24,14 @@ pub(crate) fn key_name(n: u64) -> String {
     format!("k:{n}")
 }
 
+/// The key number of a user key made by [`key_name`].
+pub(crate) fn key_number(key: &[u8]) -> Option<u64> {
+    std::str::from_utf8(key.strip_prefix(b"k:")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The slot that key number `n`'s lock lives in.
 pub(crate) fn key_slot_of(n: u64) -> u16 {
     key_slot(format!("{NAMESPACE}{}", key_name(n)).as_bytes())

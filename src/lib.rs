@@ -79,10 +79,12 @@
 //! - `router`: slot → node → send → act on `classify`, within a deadline.
 //! - `client`: [`Client`] and [`ClientBuilder`].
 //! - [`lock`]: [`LockManager`], [`LockRequest`], [`LockGuard`], `lock_many`,
-//!   fencing tokens; `scripts` and `src/lua/*.lua`: the Lua it runs.
+//!   fencing tokens, key classes (the metrics label for keys); `scripts`
+//!   and `src/lua/*.lua`: the Lua it runs.
 //! - `renew`: the renewal task (handle plus worker), batched per shard.
-//! - [`metrics`]: metric names; recording goes through the `metrics` facade
-//!   and the application installs the exporter.
+//! - [`metrics`]: metric names, buckets and descriptions; recording goes
+//!   through the `metrics` facade and the application installs the
+//!   exporter (`prometheus`, feature `prometheus`, is a one-call endpoint).
 //! - `testkit` (feature `testkit`): real local `redis-server` clusters and
 //!   fault injection, for tests and the load test.
 #![forbid(unsafe_code)]

@@ -200,10 +200,10 @@ impl Probe {
     }
 }
 
-/// A namespace (or fence namespace) with braces is refused by name before
-/// any connection is opened.
+/// A namespace (or fence namespace) with braces, or a bad key-class
+/// declaration, is refused by name before any connection is opened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn namespace_with_braces_is_refused_before_connecting() {
+async fn bad_lock_settings_are_refused_before_connecting() {
     let builder = |probe: &Probe| {
         LockManager::builder()
             .seeds([probe.seed()])
@@ -223,6 +223,18 @@ async fn namespace_with_braces_is_refused_before_connecting() {
         !probe.accepted(),
         "fence namespace: a connection was opened"
     );
+
+    // Key classes: empty, empty name, duplicate.
+    for (what, classes, needle) in [
+        ("no classes", &[][..], "1 to 32"),
+        ("empty class", &[""][..], "empty"),
+        ("duplicate class", &["a", "a"][..], "twice"),
+    ] {
+        let probe = Probe::new();
+        let built = builder(&probe).key_classes(classes, |_| "a").build().await;
+        assert_invalid(what, built, &["key_classes", needle]);
+        assert!(!probe.accepted(), "{what}: a connection was opened");
+    }
 
     // The probe does see a connection when the settings are fine.
     let probe = Probe::new();

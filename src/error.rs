@@ -39,6 +39,21 @@ pub enum Error {
         wanted: u64,
     },
 
+    /// A Redlock acquire could not reach a quorum of instances because too
+    /// many failed or did not answer in time (not because the lock was
+    /// held); whatever it took was released again.
+    #[error(
+        "only {acquired} of the {needed} instances needed for a quorum were locked; {unavailable} failed or did not answer in time"
+    )]
+    NoQuorum {
+        /// Instances on which the lock was taken.
+        acquired: usize,
+        /// Instances a quorum needs (a majority).
+        needed: usize,
+        /// Instances that failed or timed out.
+        unavailable: usize,
+    },
+
     /// No seed (nor any node known before) answered with a usable topology.
     #[error("no node reachable: {}", NodeFailures(.0))]
     NoNodeReachable(Vec<NodeFailure>),

@@ -101,6 +101,7 @@ mod node;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 pub mod redirect;
+pub mod redlock;
 mod refresh;
 mod renew;
 mod request;
@@ -120,6 +121,7 @@ pub use lock::{
     ManyLockRequest,
 };
 pub use redirect::{FailCause, RetryCause};
+pub use redlock::{RedlockGuard, RedlockManager, RedlockManagerBuilder, RedlockRequest};
 pub use request::{Request, Script};
 pub use slot::{SLOT_COUNT, key_slot, slot_tag};
 pub use stats::RouterStats;

@@ -332,6 +332,7 @@ impl Worker {
     fn requeue(&mut self, entry: Due, sent_at: Instant, ttl_ms: u32) {
         crate::metrics::renewed();
         let ttl = Duration::from_millis(ttl_ms.into());
+        entry.lease.confirm(sent_at, ttl);
         self.queue.push(Due {
             at: sent_at + ttl / 3,
             expires: sent_at + ttl,

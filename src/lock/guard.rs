@@ -2,7 +2,7 @@
 //! renewal task.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -34,11 +34,19 @@ pub(crate) struct Lease {
     /// The key's class, for metrics.
     pub(crate) class: &'static str,
     acquired_at: Instant,
+    /// Until when the lease is known held: the send time of the last
+    /// confirmed acquire, renewal or extend plus its TTL, in nanoseconds
+    /// after [`epoch`].
+    valid_until: AtomicU64,
     state: AtomicU8,
     lost: Notify,
 }
 
 impl Lease {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the record, named at each of the three call sites"
+    )]
     pub(crate) fn new(
         key: Box<[u8]>,
         slot: u16,
@@ -47,6 +55,7 @@ impl Lease {
         ttl: Duration,
         auto_renew: bool,
         class: &'static str,
+        sent_at: Instant,
     ) -> Lease {
         Lease {
             key,
@@ -57,6 +66,7 @@ impl Lease {
             auto_renew,
             class,
             acquired_at: Instant::now(),
+            valid_until: AtomicU64::new(since_epoch(sent_at + ttl)),
             state: AtomicU8::new(HELD),
             lost: Notify::new(),
         }
@@ -73,6 +83,18 @@ impl Lease {
 
     pub(crate) fn set_ttl(&self, ttl: Duration) {
         self.ttl_ms.store(ttl_ms(ttl), Ordering::Relaxed);
+    }
+
+    /// Records that the lease was confirmed (renewed or extended) by a
+    /// request sent at `sent_at` for `ttl`.
+    pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
+        self.valid_until
+            .fetch_max(since_epoch(sent_at + ttl), Ordering::AcqRel);
+    }
+
+    /// Until when the lease is known held (see the field).
+    pub(crate) fn valid_until(&self) -> Instant {
+        epoch() + Duration::from_nanos(self.valid_until.load(Ordering::Acquire))
     }
 
     pub(crate) fn is_held(&self) -> bool {
@@ -110,6 +132,16 @@ impl Lease {
     }
 }
 
+/// A fixed instant of this process that validity times count from.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now))
+}
+
+fn since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds of a validated TTL (at most `u32::MAX` ms, checked on input).
 fn ttl_ms(ttl: Duration) -> u32 {
     u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX)
@@ -141,6 +173,14 @@ impl LockGuard {
         self.lease.fence
     }
 
+    /// Until when this holder knows the lease is held: the send time of the
+    /// last confirmed acquire, renewal or extend plus its TTL, on this
+    /// process's monotonic clock. No allowance for the server's clock
+    /// running faster is subtracted (Redlock subtracts one).
+    pub fn valid_until(&self) -> Instant {
+        self.lease.valid_until()
+    }
+
     /// True once the lease is known lost (renewal found it gone or taken,
     /// or could not confirm it before it expired).
     pub fn is_lost(&self) -> bool {
@@ -168,6 +208,7 @@ impl LockGuard {
             return Err(Error::NotHeld);
         }
         let request = scripts::extend(&self.lease.key, &self.lease.value(), ttl.as_millis() as u64);
+        let sent_at = Instant::now();
         let replies = self
             .manager
             .client()
@@ -175,11 +216,18 @@ impl LockGuard {
             .await?;
         if scripts::compared(&replies, "extend")? {
             self.lease.set_ttl(ttl);
+            self.lease.confirm(sent_at, ttl);
             Ok(())
         } else {
             self.lease.mark_lost();
             Err(Error::NotHeld)
         }
+    }
+
+    /// Stops renewing and forgets the lease without releasing it (the caller
+    /// releases it by token).
+    pub(crate) fn disarm(self) {
+        self.lease.mark_released();
     }
 
     /// Releases the lease (compare-and-delete: only if it is still ours).

@@ -377,6 +377,34 @@ impl LockManager {
         self.inner.renew.register(lease);
     }
 
+    /// A record of the lease `token` may hold on `key` here, for releasing
+    /// it without a guard (Redlock cleans up instances that took the lock
+    /// but whose replies came too late).
+    fn unguarded_lease(&self, key: &[u8], token: u128) -> Result<Arc<Lease>> {
+        let full = self.full_key(key)?;
+        let slot = Self::slot_of(&full);
+        let ttl = self.settings().default_ttl;
+        let class = self.key_class(key);
+        let now = tokio::time::Instant::now();
+        Ok(Arc::new(Lease::new(
+            full, slot, token, None, ttl, false, class, now,
+        )))
+    }
+
+    /// Compare-and-delete of `key` if it holds `token`'s value; true when
+    /// it did and is now gone.
+    pub(crate) async fn release_token(&self, key: &[u8], token: u128) -> Result<bool> {
+        let lease = self.unguarded_lease(key, token)?;
+        super::guard::release_lease(self.client(), &lease).await
+    }
+
+    /// [`release_token`](Self::release_token) in the background.
+    pub(crate) fn release_token_in_background(&self, key: &[u8], token: u128) {
+        if let Ok(lease) = self.unguarded_lease(key, token) {
+            self.release_in_background(lease);
+        }
+    }
+
     /// Releases a lease whose guard was dropped, without waiting.
     pub(crate) fn release_in_background(&self, lease: Arc<Lease>) {
         self.inner.renew.release(lease);

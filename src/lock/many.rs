@@ -125,11 +125,15 @@ impl ManyLockRequest {
     pub async fn acquire(self) -> Result<LockGuards> {
         let plan = self.plan()?;
         let class = self.manager.key_class(&self.keys[0]);
-        until_acquired(class, self.wait, || async {
-            Ok(self.attempt(&plan).await?.then_some(()))
+        // When the last attempt (the one that took everything) was sent.
+        let sent_at = std::sync::Mutex::new(Instant::now());
+        until_acquired(class, self.wait, || {
+            *sent_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            async { Ok(self.attempt(&plan).await?.then_some(())) }
         })
         .await?;
-        Ok(self.guards(plan))
+        let sent_at = *sent_at.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self.guards(plan, sent_at))
     }
 
     /// Checks the arguments and fixes the order; nothing is sent before
@@ -380,14 +384,16 @@ impl ManyLockRequest {
 
     /// The guards of a fully taken plan, registered for renewal, in the
     /// order the keys were given.
-    fn guards(&self, plan: Plan) -> LockGuards {
+    fn guards(&self, plan: Plan, sent_at: Instant) -> LockGuards {
         let namespace_len = self.manager.namespace_len();
         let mut leases: Vec<(usize, Arc<Lease>)> = plan
             .keys
             .into_iter()
             .map(|key| {
                 let class = self.manager.key_class(&key.full[namespace_len..]);
-                let lease = Lease::new(key.full, key.slot, plan.token, None, plan.ttl, true, class);
+                let lease = Lease::new(
+                    key.full, key.slot, plan.token, None, plan.ttl, true, class, sent_at,
+                );
                 (key.given, Arc::new(lease))
             })
             .collect();

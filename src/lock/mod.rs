@@ -25,3 +25,4 @@ pub use manager::{LockManager, LockManagerBuilder};
 pub use many::{LockGuards, ManyLockRequest};
 pub use request::LockRequest;
 pub use token::FencingToken;
+pub(crate) use token::new_token;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
+use tokio::time::Instant;
 
 use super::guard::{Lease, LockGuard};
 use super::manager::LockManager;
@@ -35,6 +36,8 @@ pub struct LockRequest {
     fenced: bool,
     auto_renew: bool,
     replicas: Option<u32>,
+    /// Set by Redlock, which uses one token on every instance.
+    token: Option<u128>,
 }
 
 /// What one attempt found.
@@ -53,7 +56,15 @@ impl LockRequest {
             fenced: false,
             auto_renew: true,
             replicas: None,
+            token: None,
         }
+    }
+
+    /// Uses `token` instead of a fresh one (Redlock: the same token on
+    /// every instance, so any of them can be released by it).
+    pub(crate) fn with_token(mut self, token: u128) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// Lease length (default: the manager's `default_ttl`). With
@@ -125,7 +136,7 @@ impl LockRequest {
             key,
             slot,
             ttl,
-            token: new_token(),
+            token: self.token.unwrap_or_else(new_token),
         })
     }
 
@@ -161,6 +172,7 @@ impl LockRequest {
         }
         // Every attempt of this acquire carries the same token, so a retry
         // after a lost reply recognises its own earlier success.
+        let sent_at = Instant::now();
         let replies = client.execute(plan.slot, &request).await?;
         let outcome = match replies.first() {
             Some(reply) if self.fenced => parse_fenced(reply)?,
@@ -178,6 +190,7 @@ impl LockRequest {
             plan.ttl,
             self.auto_renew,
             plan.class,
+            sent_at,
         ));
         if let Some(wanted) = self.replicas {
             let acked = match replies.get(1) {

@@ -1,0 +1,188 @@
+//! [`RedlockGuard`]: a lease held by a majority of instances.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::future::{join_all, select_all};
+use tokio::time::Instant;
+
+use super::RedlockManager;
+use super::validity;
+use crate::error::{Error, Result};
+use crate::lock::LockGuard;
+
+/// A Redlock lease. It is trusted until [`validity_deadline`]: the latest
+/// instant a majority of instances confirmed (acquire, renewal or extend)
+/// less the drift allowance. Dropping it releases the lease on every
+/// instance in the background.
+///
+/// [`validity_deadline`]: Self::validity_deadline
+#[must_use = "dropping a guard releases the lock at once"]
+pub struct RedlockGuard {
+    manager: RedlockManager,
+    key: Vec<u8>,
+    token: u128,
+    /// Current TTL in milliseconds (changed by `extend`).
+    ttl_ms: AtomicU64,
+    /// Per instance: the guard where the lock was taken.
+    guards: Vec<Option<LockGuard>>,
+    /// Set by `release`, so that drop does not release again.
+    released: bool,
+}
+
+impl RedlockGuard {
+    pub(super) fn new(
+        manager: RedlockManager,
+        key: Vec<u8>,
+        token: u128,
+        ttl: Duration,
+        guards: Vec<Option<LockGuard>>,
+    ) -> RedlockGuard {
+        RedlockGuard {
+            manager,
+            key,
+            token,
+            ttl_ms: AtomicU64::new(ttl.as_millis() as u64),
+            guards,
+            released: false,
+        }
+    }
+
+    /// The key as given to [`RedlockManager::lock`].
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// Instances whose lease is held and not known lost.
+    pub fn instances_held(&self) -> usize {
+        self.held().count()
+    }
+
+    fn held(&self) -> impl Iterator<Item = &LockGuard> {
+        self.guards.iter().flatten().filter(|g| !g.is_lost())
+    }
+
+    /// Until when the lease may be trusted, on this process's monotonic
+    /// clock: the `quorum`-th latest confirmed-until instant among the
+    /// instances still holding it, less `ttl × drift_factor + 2 ms`. In the
+    /// past once fewer than a quorum hold it.
+    pub fn validity_deadline(&self) -> Instant {
+        let held: Vec<Instant> = self.held().map(LockGuard::valid_until).collect();
+        validity::quorum_deadline(
+            held,
+            self.manager.quorum(),
+            self.ttl(),
+            self.manager.drift_factor(),
+        )
+        // Fewer than a quorum: already over.
+        .unwrap_or_else(|| Instant::now() - Duration::from_nanos(1))
+    }
+
+    /// True once the validity deadline has passed.
+    pub fn is_lost(&self) -> bool {
+        Instant::now() >= self.validity_deadline()
+    }
+
+    /// Resolves when the validity deadline passes without a majority
+    /// renewal or extend, or when so many instances report their lease lost
+    /// that no majority is left.
+    pub async fn lost(&self) {
+        loop {
+            let deadline = self.validity_deadline();
+            if Instant::now() >= deadline {
+                return;
+            }
+            let losses: Vec<_> = self.held().map(|g| Box::pin(g.lost())).collect();
+            if losses.is_empty() {
+                tokio::time::sleep_until(deadline).await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = select_all(losses) => {}
+                }
+            }
+        }
+    }
+
+    /// Sets the lease to `ttl` from now on every instance that holds it, in
+    /// parallel. Succeeds when a majority confirmed it and validity is left
+    /// (`sent + ttl - drift` still ahead); otherwise [`Error::NotHeld`] and
+    /// the lease is no longer trusted beyond its current deadline.
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        let drift = validity::drift(ttl, self.manager.drift_factor());
+        if ttl <= drift {
+            return Err(Error::InvalidArgument(format!(
+                "ttl {ttl:?} is not above the drift allowance {drift:?}"
+            )));
+        }
+        if self.is_lost() {
+            return Err(Error::NotHeld);
+        }
+        let timeout = self.manager.instance_timeout();
+        let sent = Instant::now();
+        let confirmed = join_all(self.held().map(|g| async move {
+            matches!(
+                tokio::time::timeout(timeout, g.extend(ttl)).await,
+                Ok(Ok(()))
+            )
+        }))
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+        let deadline = validity::deadline(sent, ttl, self.manager.drift_factor());
+        if confirmed >= self.manager.quorum() && Instant::now() < deadline {
+            self.ttl_ms.store(ttl.as_millis() as u64, Ordering::Relaxed);
+            Ok(())
+        } else {
+            Err(Error::NotHeld)
+        }
+    }
+
+    /// Releases the lease on every instance (compare-and-delete by token,
+    /// also on instances that did not take it in time). [`Error::NotHeld`]
+    /// when the validity had already run out; the instances are cleaned up
+    /// either way. Unreachable instances keep at most a lease that expires
+    /// after its TTL.
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
+        let lost = self.is_lost();
+        for guard in self.guards.drain(..).flatten() {
+            guard.disarm();
+        }
+        let all: Vec<usize> = (0..self.manager.instances()).collect();
+        self.manager.release_on(&self.key, self.token, &all).await;
+        if lost { Err(Error::NotHeld) } else { Ok(()) }
+    }
+}
+
+impl Drop for RedlockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        for (i, guard) in self.guards.drain(..).enumerate() {
+            match guard {
+                // Its own background release.
+                Some(guard) => drop(guard),
+                None => {
+                    self.manager.managers()[i].release_token_in_background(&self.key, self.token)
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for RedlockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedlockGuard")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("instances_held", &self.instances_held())
+            .field("validity_deadline", &self.validity_deadline())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,333 @@
+//! Redlock: one lease held by a majority of independent Redis deployments.
+//!
+//! [`RedlockManager`] is built from N independent [`LockManager`]s (each a
+//! cluster or a standalone server; N odd, at least 3). An acquire tries the
+//! same key with the same token on all N at once, each cut off after a
+//! short per-instance timeout, and succeeds when a majority took it AND the
+//! lease's validity is still ahead: `sent + ttl - drift`, with `drift = ttl
+//! × drift_factor + 2 ms` (see [`validity`]). Otherwise it releases the key
+//! on every instance (also those that did not answer: a late `SET` would
+//! otherwise linger until its TTL) and, within `.wait(d)`, tries again
+//! after a random delay.
+//!
+//! What it gives: a lease that survives the loss of a minority of whole
+//! deployments, under Redlock's assumptions — bounded clock drift between
+//! the instances and this process, and process pauses shorter than the
+//! remaining validity. What it does not give: a strictly increasing
+//! fencing token (see the README), or safety when an instance restarts
+//! without persistence and forgets a lease within its TTL.
+
+mod guard;
+pub mod validity;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+pub use guard::RedlockGuard;
+
+use crate::error::{Error, Result};
+use crate::lock::{LockGuard, LockManager};
+
+/// Builds a [`RedlockManager`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct RedlockManagerBuilder {
+    instances: Vec<LockManager>,
+    drift_factor: f64,
+    instance_timeout: Duration,
+}
+
+impl RedlockManagerBuilder {
+    /// The independent deployments, one [`LockManager`] each (an odd
+    /// number, at least 3). Their own settings (namespace, TTL limits,
+    /// renewal) apply on each.
+    pub fn instances(mut self, managers: impl IntoIterator<Item = LockManager>) -> Self {
+        self.instances.extend(managers);
+        self
+    }
+
+    /// Allowance for the instances' clocks running faster than this
+    /// process's, as a fraction of the TTL (default 0.01; 2 ms are always
+    /// added). At least 0, below 0.5.
+    pub fn drift_factor(mut self, factor: f64) -> Self {
+        self.drift_factor = factor;
+        self
+    }
+
+    /// How long one instance may take to answer one acquire, extend or
+    /// release before it counts as unavailable (default 100 ms). Keep it a
+    /// small part of the TTL: time spent waiting comes off the validity.
+    pub fn instance_timeout(mut self, timeout: Duration) -> Self {
+        self.instance_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings. [`Error::InvalidArgument`] for an even number
+    /// of instances, fewer than 3, a drift factor outside `[0, 0.5)`, or a
+    /// zero instance timeout.
+    pub fn build(self) -> Result<RedlockManager> {
+        let n = self.instances.len();
+        if n < 3 || n.is_multiple_of(2) {
+            return Err(Error::InvalidArgument(format!(
+                "Redlock needs an odd number of instances, at least 3; got {n}"
+            )));
+        }
+        if !(0.0..0.5).contains(&self.drift_factor) {
+            return Err(Error::InvalidArgument(format!(
+                "drift_factor {} is outside [0, 0.5)",
+                self.drift_factor
+            )));
+        }
+        if self.instance_timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "instance_timeout must be above zero".into(),
+            ));
+        }
+        Ok(RedlockManager {
+            inner: Arc::new(Inner {
+                quorum: validity::quorum(n),
+                instances: self.instances,
+                drift_factor: self.drift_factor,
+                instance_timeout: self.instance_timeout,
+            }),
+        })
+    }
+}
+
+/// Locks held by a majority of independent deployments. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RedlockManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    instances: Vec<LockManager>,
+    quorum: usize,
+    drift_factor: f64,
+    instance_timeout: Duration,
+}
+
+impl RedlockManager {
+    /// A builder: no instances yet, drift factor 0.01, instance timeout
+    /// 100 ms.
+    pub fn builder() -> RedlockManagerBuilder {
+        RedlockManagerBuilder {
+            instances: Vec::new(),
+            drift_factor: 0.01,
+            instance_timeout: Duration::from_millis(100),
+        }
+    }
+
+    /// A request for the lock on `key`; nothing is sent until
+    /// [`RedlockRequest::acquire`] or [`RedlockRequest::try_acquire`].
+    pub fn lock(&self, key: impl AsRef<[u8]>) -> RedlockRequest {
+        RedlockRequest {
+            manager: self.clone(),
+            key: key.as_ref().to_vec(),
+            ttl: None,
+            wait: None,
+            auto_renew: true,
+        }
+    }
+
+    /// Number of instances.
+    pub fn instances(&self) -> usize {
+        self.inner.instances.len()
+    }
+
+    /// Instances a lease needs (a majority).
+    pub fn quorum(&self) -> usize {
+        self.inner.quorum
+    }
+
+    pub(crate) fn managers(&self) -> &[LockManager] {
+        &self.inner.instances
+    }
+
+    pub(crate) fn drift_factor(&self) -> f64 {
+        self.inner.drift_factor
+    }
+
+    pub(crate) fn instance_timeout(&self) -> Duration {
+        self.inner.instance_timeout
+    }
+
+    /// Releases `token`'s lease on `key` on every instance in `which`, each
+    /// bounded by the instance timeout; returns how many were still ours.
+    pub(crate) async fn release_on(&self, key: &[u8], token: u128, which: &[usize]) -> usize {
+        let timeout = self.instance_timeout();
+        let released = join_all(which.iter().map(|&i| {
+            let manager = &self.managers()[i];
+            async move {
+                matches!(
+                    tokio::time::timeout(timeout, manager.release_token(key, token)).await,
+                    Ok(Ok(true))
+                )
+            }
+        }))
+        .await;
+        released.into_iter().filter(|r| *r).count()
+    }
+}
+
+/// A request for one Redlock lease, built by [`RedlockManager::lock`].
+#[derive(Debug)]
+#[must_use = "a lock request does nothing until .acquire() or .try_acquire() is awaited"]
+pub struct RedlockRequest {
+    manager: RedlockManager,
+    key: Vec<u8>,
+    ttl: Option<Duration>,
+    wait: Option<Duration>,
+    auto_renew: bool,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Acquired(RedlockGuard),
+    /// Held elsewhere (or validity used up): worth retrying.
+    Contended,
+}
+
+impl RedlockRequest {
+    /// Lease length (default: the first instance's `default_ttl`). It must
+    /// exceed the drift allowance and pass every instance's TTL checks.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// How long [`acquire`](Self::acquire) may keep trying while the lock
+    /// is held elsewhere (default: one attempt).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// Renew the lease on every instance that holds it while the guard
+    /// lives (default true), through each instance's own batched renewal.
+    pub fn auto_renew(mut self, on: bool) -> Self {
+        self.auto_renew = on;
+        self
+    }
+
+    /// One attempt: `Some(guard)` when a majority took it in time, `None`
+    /// when it is held elsewhere. [`Error::NoQuorum`] when too many
+    /// instances failed or did not answer for a majority to be possible.
+    pub async fn try_acquire(self) -> Result<Option<RedlockGuard>> {
+        let ttl = self.checked_ttl()?;
+        match self.attempt(ttl).await? {
+            Attempt::Acquired(guard) => Ok(Some(guard)),
+            Attempt::Contended => Ok(None),
+        }
+    }
+
+    /// Takes the lock on a majority, trying again after a random delay
+    /// while it is held elsewhere, up to `.wait()`. [`Error::Contended`]
+    /// without a wait, [`Error::Timeout`] after it, [`Error::NoQuorum`]
+    /// when too many instances are unavailable. Nothing stays held on any
+    /// instance after a failed attempt (unreachable instances keep at most
+    /// a lease that expires after its TTL).
+    pub async fn acquire(self) -> Result<RedlockGuard> {
+        let ttl = self.checked_ttl()?;
+        let started = Instant::now();
+        let until = self.wait.map(|w| started + w);
+        loop {
+            if let Attempt::Acquired(guard) = self.attempt(ttl).await? {
+                return Ok(guard);
+            }
+            let now = Instant::now();
+            let Some(until) = until else {
+                return Err(Error::Contended);
+            };
+            if now >= until {
+                return Err(Error::Timeout {
+                    waited: now - started,
+                });
+            }
+            // A random delay, so that contenders do not retry in step.
+            let delay = Duration::from_micros(fastrand::u64(1_000..=50_000));
+            tokio::time::sleep_until(until.min(now + delay)).await;
+        }
+    }
+
+    /// The TTL after every instance's own checks; nothing is sent before.
+    fn checked_ttl(&self) -> Result<Duration> {
+        let first = &self.manager.managers()[0];
+        let ttl = self.ttl.unwrap_or(first.settings().default_ttl);
+        for manager in self.manager.managers() {
+            manager.check_ttl(ttl, self.auto_renew)?;
+            manager.full_key(&self.key)?;
+        }
+        let drift = validity::drift(ttl, self.manager.drift_factor());
+        if ttl <= drift + self.manager.instance_timeout() {
+            return Err(Error::InvalidArgument(format!(
+                "ttl {ttl:?} leaves no validity after the drift allowance ({drift:?}) and the instance timeout ({:?})",
+                self.manager.instance_timeout()
+            )));
+        }
+        Ok(ttl)
+    }
+
+    async fn attempt(&self, ttl: Duration) -> Result<Attempt> {
+        let manager = &self.manager;
+        let token = crate::lock::new_token();
+        let timeout = manager.instance_timeout();
+        let sent = Instant::now();
+        let tries = join_all(manager.managers().iter().map(|m| {
+            let request = m
+                .lock(&self.key)
+                .ttl(ttl)
+                .auto_renew(self.auto_renew)
+                .with_token(token);
+            tokio::time::timeout(timeout, request.try_acquire())
+        }))
+        .await;
+        let mut guards: Vec<Option<LockGuard>> = Vec::with_capacity(tries.len());
+        let mut unavailable = 0;
+        for tried in tries {
+            match tried {
+                Ok(Ok(Some(guard))) => guards.push(Some(guard)),
+                Ok(Ok(None)) => guards.push(None),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "Redlock instance failed");
+                    unavailable += 1;
+                    guards.push(None);
+                }
+                Err(_) => {
+                    unavailable += 1;
+                    guards.push(None);
+                }
+            }
+        }
+        let acquired = guards.iter().flatten().count();
+        let deadline = validity::deadline(sent, ttl, manager.drift_factor());
+        if acquired >= manager.quorum() && Instant::now() < deadline {
+            return Ok(Attempt::Acquired(RedlockGuard::new(
+                manager.clone(),
+                self.key.clone(),
+                token,
+                ttl,
+                guards,
+            )));
+        }
+        // Give back everything, on every instance: also those that did not
+        // answer, whose SET may still land (it is ours by token).
+        let all: Vec<usize> = (0..guards.len()).collect();
+        for guard in guards.into_iter().flatten() {
+            guard.disarm();
+        }
+        manager.release_on(&self.key, token, &all).await;
+        if unavailable > manager.instances() - manager.quorum() {
+            return Err(Error::NoQuorum {
+                acquired,
+                needed: manager.quorum(),
+                unavailable,
+            });
+        }
+        Ok(Attempt::Contended)
+    }
+}

@@ -1,0 +1,354 @@
+//! Redlock against real independent deployments: five standalone
+//! redis-servers (and, once, three small clusters), started and stopped by
+//! the test kit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use shardlock::testkit::{ClusterSpec, StandaloneServer, TestCluster};
+use shardlock::{Error, LockManager, RedlockManager};
+use tokio::time::Instant;
+
+#[path = "common/wait.rs"]
+mod wait;
+
+const INSTANCE_TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn servers(n: usize) -> Vec<StandaloneServer> {
+    join_all((0..n).map(|_| StandaloneServer::start()))
+        .await
+        .into_iter()
+        .map(|s| s.expect("redis-server starts"))
+        .collect()
+}
+
+async fn manager_for(seed: String) -> LockManager {
+    LockManager::builder()
+        .seeds([seed])
+        .namespace("rl:")
+        .build()
+        .await
+        .expect("manager builds")
+}
+
+async fn redlock(servers: &[StandaloneServer]) -> RedlockManager {
+    let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
+    RedlockManager::builder()
+        .instances(managers)
+        .instance_timeout(INSTANCE_TIMEOUT)
+        .build()
+        .expect("redlock builds")
+}
+
+/// Whether `key`'s lock key exists on `server` (asked directly).
+async fn exists(server: &StandaloneServer, key: &str) -> bool {
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("EXISTS")
+        .arg(format!("rl:{key}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// 16 tasks on two managers take the same key 10 times each: never two
+/// holders at once, every acquisition counted, and each lease held on a
+/// majority while it was held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_exclusion_under_contention() {
+    let servers = servers(5).await;
+    let (a, b) = (redlock(&servers).await, redlock(&servers).await);
+    let inside = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..16).map(|i| {
+        let mgr = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (inside, overlaps, done) = (inside.clone(), overlaps.clone(), done.clone());
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                let guard = mgr
+                    .lock("hot")
+                    .ttl(Duration::from_secs(5))
+                    .auto_renew(false)
+                    .wait(Duration::from_secs(60))
+                    .acquire()
+                    .await
+                    .expect("acquires within the wait");
+                assert!(guard.instances_held() >= 3, "{guard:?}");
+                if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                assert!(!guard.is_lost());
+                guard.release().await.expect("released while valid");
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    });
+    for task in join_all(tasks).await {
+        task.unwrap();
+    }
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(done.load(Ordering::SeqCst), 160);
+    for server in &servers {
+        assert!(!exists(server, "hot").await, "released everywhere");
+    }
+}
+
+/// With two of five instances killed the lock still works (three hold
+/// it); with a third killed, acquire fails with `NoQuorum` and leaves
+/// nothing held on the two that are left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dead_instances_are_tolerated_three_are_not() {
+    let servers = servers(5).await;
+    let mgr = redlock(&servers).await;
+    servers[0].kill();
+    servers[1].kill();
+    let guard = mgr
+        .lock("k")
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("3 of 5 hold it");
+    assert_eq!(guard.instances_held(), 3);
+    assert!(mgr.lock("k").try_acquire().await.unwrap().is_none(), "held");
+    guard.release().await.unwrap();
+
+    servers[2].kill();
+    let err = mgr.lock("k").try_acquire().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NoQuorum {
+                acquired: 2,
+                needed: 3,
+                unavailable: 3
+            }
+        ),
+        "{err:?}"
+    );
+    let err = mgr
+        .lock("k")
+        .wait(Duration::from_secs(1))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoQuorum { .. }), "{err:?}");
+    for server in &servers[3..] {
+        assert!(!exists(server, "k").await, "given back after no quorum");
+    }
+}
+
+/// A holder's lease on an instance that is paused (SIGSTOP) past the TTL:
+/// the holder's validity runs out, `lost()` says so, and only then can
+/// another client take the lock (on the four live instances); the old
+/// holder's late release does not touch the new holder's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_instance_does_not_give_two_holders() {
+    let servers = servers(5).await;
+    let (a, b) = (redlock(&servers).await, redlock(&servers).await);
+    let ttl = Duration::from_millis(1500);
+    let first = a
+        .lock("p")
+        .ttl(ttl)
+        .auto_renew(false)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(first.instances_held(), 5);
+    servers[0].pause().unwrap();
+    // While the first lease is valid, nobody else gets it.
+    assert!(b.lock("p").ttl(ttl).try_acquire().await.unwrap().is_none());
+    tokio::time::timeout(Duration::from_secs(10), first.lost())
+        .await
+        .expect("the unrenewed lease's validity runs out");
+    let first_deadline = first.validity_deadline();
+    let second = b
+        .lock("p")
+        .ttl(Duration::from_secs(10))
+        .auto_renew(false)
+        .wait(Duration::from_secs(10))
+        .acquire()
+        .await
+        .expect("taken on the four live instances");
+    let taken = Instant::now();
+    assert!(first_deadline <= taken, "validity windows do not overlap");
+    assert_eq!(second.instances_held(), 4);
+    servers[0].resume().unwrap();
+    assert!(matches!(first.release().await, Err(Error::NotHeld)));
+    assert!(!second.is_lost());
+    for server in &servers[1..] {
+        assert!(
+            exists(server, "p").await,
+            "the new holder's lease is intact"
+        );
+    }
+    second.release().await.unwrap();
+}
+
+/// With auto-renewal the validity deadline moves forward as the instances
+/// renew; when renewal stops everywhere, `lost()` resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_extends_validity_until_it_stops() {
+    let servers = servers(3).await;
+    let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
+    let mgr = RedlockManager::builder()
+        .instances(managers.clone())
+        .instance_timeout(INSTANCE_TIMEOUT)
+        .build()
+        .unwrap();
+    let ttl = Duration::from_millis(900);
+    let guard = mgr.lock("r").ttl(ttl).try_acquire().await.unwrap().unwrap();
+    let first = guard.validity_deadline();
+    wait::wait_until(
+        Duration::from_secs(10),
+        "a renewal to move the deadline",
+        || async { guard.validity_deadline() > first + ttl },
+    )
+    .await;
+    assert!(!guard.is_lost());
+    for m in &managers {
+        m.pause_renewal(true);
+    }
+    tokio::time::timeout(Duration::from_secs(10), guard.lost())
+        .await
+        .expect("lost once renewal stops");
+    assert!(guard.is_lost());
+}
+
+/// `extend` needs a majority: with 2 of 3 instances alive it works, with
+/// 1 of 3 it is refused and the lease is no longer trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_needs_a_majority() {
+    let servers = servers(3).await;
+    let mgr = redlock(&servers).await;
+    let guard = mgr
+        .lock("e")
+        .ttl(Duration::from_secs(2))
+        .auto_renew(false)
+        .try_acquire()
+        .await
+        .unwrap()
+        .unwrap();
+    let before = guard.validity_deadline();
+    servers[0].kill();
+    guard.extend(Duration::from_secs(20)).await.unwrap();
+    assert!(guard.validity_deadline() > before + Duration::from_secs(10));
+    servers[1].kill();
+    assert!(matches!(
+        guard.extend(Duration::from_secs(20)).await,
+        Err(Error::NotHeld)
+    ));
+}
+
+/// Three independent small clusters (3 primaries each) work as Redlock
+/// instances: one holder at a time, released on all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_independent_clusters() {
+    let spec = || ClusterSpec {
+        primaries: 3,
+        replicas_per_primary: 0,
+        ..ClusterSpec::default()
+    };
+    let clusters: Vec<TestCluster> = join_all((0..3).map(|_| TestCluster::start_with(spec())))
+        .await
+        .into_iter()
+        .map(|c| c.expect("cluster starts"))
+        .collect();
+    let managers = join_all(clusters.iter().map(|c| manager_for(c.seeds()[0].clone()))).await;
+    let mgr = RedlockManager::builder()
+        .instances(managers)
+        .instance_timeout(INSTANCE_TIMEOUT)
+        .build()
+        .unwrap();
+    for key in ["a", "b", "{x}c"] {
+        let guard = mgr.lock(key).try_acquire().await.unwrap().expect("free");
+        assert_eq!(guard.instances_held(), 3);
+        assert!(mgr.lock(key).try_acquire().await.unwrap().is_none());
+        guard.release().await.unwrap();
+        let again = mgr
+            .lock(key)
+            .try_acquire()
+            .await
+            .unwrap()
+            .expect("free again");
+        again.release().await.unwrap();
+    }
+}
+
+/// Bad settings and requests are refused with `InvalidArgument` before
+/// anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused() {
+    let servers = servers(3).await;
+    let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
+    let build = |n: usize| {
+        RedlockManager::builder()
+            .instances(managers[..n].to_vec())
+            .build()
+    };
+    for n in [0, 1, 2] {
+        assert!(
+            matches!(build(n), Err(Error::InvalidArgument(_))),
+            "{n} instances"
+        );
+    }
+    let mut four = managers.clone();
+    four.push(managers[0].clone());
+    assert!(matches!(
+        RedlockManager::builder().instances(four).build(),
+        Err(Error::InvalidArgument(_))
+    ));
+    for factor in [-0.1, 0.5, f64::NAN] {
+        assert!(matches!(
+            RedlockManager::builder()
+                .instances(managers.clone())
+                .drift_factor(factor)
+                .build(),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert!(matches!(
+        RedlockManager::builder()
+            .instances(managers.clone())
+            .instance_timeout(Duration::ZERO)
+            .build(),
+        Err(Error::InvalidArgument(_))
+    ));
+    let mgr = build(3).unwrap();
+    let sent_before: u64 = managers.iter().map(|m| m.client().stats().attempts).sum();
+    for (what, result) in [
+        ("empty key", mgr.lock("").try_acquire().await.map(|_| ())),
+        (
+            "zero ttl",
+            mgr.lock("k")
+                .ttl(Duration::ZERO)
+                .try_acquire()
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ttl within the instance timeout",
+            mgr.lock("k")
+                .ttl(Duration::from_millis(50))
+                .auto_renew(false)
+                .try_acquire()
+                .await
+                .map(|_| ()),
+        ),
+    ] {
+        assert!(
+            matches!(result, Err(Error::InvalidArgument(_))),
+            "{what}: {result:?}"
+        );
+    }
+    let sent_after: u64 = managers.iter().map(|m| m.client().stats().attempts).sum();
+    assert_eq!(sent_before, sent_after, "nothing was sent");
+}

@@ -76,6 +76,9 @@ fn bad_options_exit_2_with_one_line() {
         (&["--no-such-option"], "--no-such-option"),
         (&["--runtime", "fast"], "--runtime"),
         (&["--metrics-addr", "localhost"], "--metrics-addr"),
+        (&["--redlock", "4"], "--redlock"),
+        (&["--redlock", "1"], "--redlock"),
+        (&["--redlock", "3", "--mode", "fenced"], "--redlock"),
         (
             &["--seeds", "redis://127.0.0.1:1", "--duration", "1s"],
             "127.0.0.1:1",
@@ -168,6 +171,34 @@ fn short_run_reports_every_field() {
     assert!((1.9..2.5).contains(&attempts), "{report}");
     // 20 workers on auto-pipelined connections: requests share writes.
     assert!(num("client_attempts_per_write") > 1.0, "{report}");
+}
+
+/// `--redlock 3` runs the same workload on three standalone servers after
+/// the cluster run and reports it beside it: cycles, no violations, and
+/// the same figures in the JSON report.
+#[test]
+fn redlock_phase_reports_beside_the_cluster_run() {
+    let report = run_report(
+        "redlock",
+        &[
+            "--duration",
+            "2s",
+            "--workers",
+            "8",
+            "--keys",
+            "50",
+            "--redlock",
+            "3",
+        ],
+    );
+    let redlock = &report["redlock"];
+    assert_eq!(redlock["instances"], 3, "{report}");
+    assert_eq!(redlock["quorum"], 2);
+    assert!(redlock["cycles"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(redlock["violations"], 0, "{report}");
+    assert_eq!(redlock["errors"], 0, "{report}");
+    assert!(redlock["acquire_p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(redlock["server_cpu_us_per_cycle"].as_f64().unwrap() > 0.0);
 }
 
 /// Fenced acquisitions under contention (few keys) issue tokens that only

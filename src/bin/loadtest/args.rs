@@ -70,6 +70,11 @@ pub(crate) struct Args {
     /// one node that are submitted together (auto-pipelining, the default).
     #[arg(long)]
     pub(crate) no_auto_pipeline: bool,
+    /// After the run, run the same workload for the same time with Redlock
+    /// over N embedded standalone servers (odd, at least 3) and report it
+    /// beside the single-cluster figures (modes try and wait only).
+    #[arg(long, value_name = "N")]
+    pub(crate) redlock: Option<usize>,
     /// Serve Prometheus metrics at `http://<addr>/metrics` while the run
     /// lasts (e.g. `127.0.0.1:9464`). Keys are labelled `key_class` `hot`
     /// (the first 1 % of key numbers, the most popular under zipf) or `cold`.

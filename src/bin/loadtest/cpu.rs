@@ -70,6 +70,11 @@ pub(crate) async fn server_counters(cluster: &TestCluster) -> Option<ServerCount
     Some(total)
 }
 
+/// `used_cpu_sys + used_cpu_user` in seconds from an `INFO cpu` reply.
+pub(crate) fn info_cpu_seconds(text: &str) -> f64 {
+    parse_info(text).0
+}
+
 /// `used_cpu_sys + used_cpu_user` in seconds, and the sum of `calls=` over
 /// `cmdstat_*` lines (the INFO command itself included).
 fn parse_info(text: &str) -> (f64, u64) {

@@ -19,6 +19,7 @@ mod args;
 mod cpu;
 mod plot;
 mod progress;
+mod quorum;
 mod raw;
 mod report;
 mod safety;
@@ -33,7 +34,7 @@ use shardlock::LockManager;
 use shardlock::testkit::{TestCluster, TestkitError};
 use tokio::time::Instant;
 
-use crate::args::{Args, ChaosKind, RuntimeKind};
+use crate::args::{Args, ChaosKind, Mode, RuntimeKind};
 use crate::report::{ChaosOutcome, Measured};
 use crate::safety::Safety;
 use crate::workload::{GapTracker, KeyChooser, NAMESPACE, Shared, Tally, key_slot_of};
@@ -99,6 +100,19 @@ async fn run(args: Args) -> Result<(), Failure> {
         )));
     }
 
+    if let Some(n) = args.redlock {
+        if n < 3 || n.is_multiple_of(2) {
+            return Err(Failure::Usage(format!(
+                "--redlock {n}: Redlock needs an odd number of instances, at least 3"
+            )));
+        }
+        if matches!(args.mode, Mode::Fenced | Mode::Many(_)) {
+            return Err(Failure::Usage(format!(
+                "--redlock works with --mode try or wait:<d>, not {}",
+                args.mode
+            )));
+        }
+    }
     if let Some(addr) = args.metrics_addr {
         shardlock::prometheus::install(addr).map_err(|e| Failure::Usage(e.to_string()))?;
     }
@@ -153,6 +167,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let start = Instant::now();
     let shared = Arc::new(Shared {
         mgr: mgr.clone(),
+        redlock: None,
         keys,
         safety: Safety::new(),
         tallies: (0..args.workers)
@@ -268,8 +283,12 @@ async fn run(args: Args) -> Result<(), Failure> {
         chaos: chaos_outcomes,
         plot: plot_path.as_deref(),
     };
-    let json = report::to_json(&measured);
+    let mut json = report::to_json(&measured);
     report::print_human(&measured, &json);
+    if let Some(n) = args.redlock {
+        let redlock = quorum::run(&args, n, &json).await?;
+        json["redlock"] = redlock;
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&json).expect("a JSON value serialises");
         std::fs::write(path, text + "\n")

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use shardlock::{Error, LockGuard, LockGuards, LockManager, key_slot};
+use shardlock::{
+    Error, LockGuard, LockGuards, LockManager, RedlockGuard, RedlockManager, key_slot,
+};
 use tokio::time::Instant;
 
 use crate::args::{Args, Distribution, Mode};
@@ -224,6 +226,9 @@ impl GapTracker {
 /// What the workers share.
 pub(crate) struct Shared {
     pub(crate) mgr: LockManager,
+    /// Set for the Redlock phase: locks are taken on a majority of these
+    /// instances instead of through `mgr`.
+    pub(crate) redlock: Option<RedlockManager>,
     pub(crate) args: Args,
     pub(crate) keys: KeyChooser,
     pub(crate) safety: Safety,
@@ -279,19 +284,21 @@ impl Shared {
 enum Held {
     One(LockGuard),
     Many(LockGuards),
+    Redlock(RedlockGuard),
 }
 
 impl Held {
     fn token(&self) -> Option<u64> {
         match self {
             Held::One(guard) => guard.fencing_token().map(|t| t.get()),
-            Held::Many(_) => None,
+            Held::Many(_) | Held::Redlock(_) => None,
         }
     }
 
     async fn lost(&self) {
         match self {
             Held::One(guard) => guard.lost().await,
+            Held::Redlock(guard) => guard.lost().await,
             Held::Many(guards) => {
                 let lost = guards.guards().iter().map(|g| Box::pin(g.lost()));
                 futures_util::future::select_all(lost).await;
@@ -302,6 +309,7 @@ impl Held {
     async fn release(self) -> shardlock::Result<()> {
         match self {
             Held::One(guard) => guard.release().await,
+            Held::Redlock(guard) => guard.release().await,
             Held::Many(guards) => guards.release().await,
         }
     }
@@ -311,6 +319,23 @@ impl Held {
 /// by someone else (or still held after the wait).
 async fn acquire(shared: &Shared, keys: &[u64]) -> shardlock::Result<Option<Held>> {
     let args = &shared.args;
+    if let Some(redlock) = &shared.redlock {
+        let one = || {
+            redlock
+                .lock(key_name(keys[0]))
+                .ttl(args.ttl)
+                .auto_renew(args.auto_renew)
+        };
+        let outcome = match args.mode {
+            Mode::Wait(wait) => one().wait(wait).acquire().await.map(Some),
+            _ => one().try_acquire().await,
+        };
+        return match outcome {
+            Ok(guard) => Ok(guard.map(Held::Redlock)),
+            Err(Error::Contended | Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
     let one = || {
         shared
             .mgr

@@ -16,6 +16,28 @@
 //! remaining validity. What it does not give: a strictly increasing
 //! fencing token (see the README), or safety when an instance restarts
 //! without persistence and forgets a lease within its TTL.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use shardlock::{LockManager, RedlockManager};
+//!
+//! # async fn example() -> shardlock::Result<()> {
+//! let mut instances = Vec::new();
+//! for url in ["redis://10.0.1.1:6379", "redis://10.0.2.1:6379", "redis://10.0.3.1:6379"] {
+//!     // Each instance is its own deployment: a standalone server or a cluster.
+//!     instances.push(LockManager::builder().seeds([url]).build().await?);
+//! }
+//! let redlock = RedlockManager::builder().instances(instances).build()?;
+//! let guard = redlock
+//!     .lock("invoice:42")
+//!     .ttl(Duration::from_secs(10))
+//!     .wait(Duration::from_secs(2))
+//!     .acquire()
+//!     .await?;
+//! // Trust the lease only until guard.validity_deadline(); guard.lost() says when it ends.
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
 
 mod guard;
 pub mod validity;

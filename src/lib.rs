@@ -82,6 +82,9 @@
 //!   fencing tokens, key classes (the metrics label for keys); `scripts`
 //!   and `src/lua/*.lua`: the Lua it runs.
 //! - `renew`: the renewal task (handle plus worker), batched per shard.
+//! - [`redlock`]: [`RedlockManager`]: one lease on a majority of
+//!   independent deployments, with its validity arithmetic I/O-free in
+//!   [`redlock::validity`].
 //! - [`metrics`]: metric names, buckets and descriptions; recording goes
 //!   through the `metrics` facade and the application installs the
 //!   exporter (`prometheus`, feature `prometheus`, is a one-call endpoint).

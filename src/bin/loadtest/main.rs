@@ -25,8 +25,8 @@ mod report;
 mod safety;
 mod workload;
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use clap::Parser;
@@ -36,8 +36,7 @@ use tokio::time::Instant;
 
 use crate::args::{Args, ChaosKind, Mode, RuntimeKind};
 use crate::report::{ChaosOutcome, Measured};
-use crate::safety::Safety;
-use crate::workload::{GapTracker, KeyChooser, NAMESPACE, Shared, Tally, key_slot_of};
+use crate::workload::{GapTracker, KeyChooser, NAMESPACE, Shared, key_slot_of};
 
 /// Why the run stopped without a report.
 enum Failure {
@@ -164,26 +163,9 @@ async fn run(args: Args) -> Result<(), Failure> {
     };
     let routing_before = mgr.client().stats();
     let cpu_before = cpu::process_cpu();
-    let start = Instant::now();
-    let shared = Arc::new(Shared {
-        mgr: mgr.clone(),
-        redlock: None,
-        keys,
-        safety: Safety::new(),
-        tallies: (0..args.workers)
-            .map(|_| Mutex::new(Tally::new()))
-            .collect(),
-        start,
-        end: start + args.duration,
-        stop: AtomicBool::new(false),
-        gaps: Mutex::new(Vec::new()),
-        watching_gaps: AtomicBool::new(false),
-        args: args.clone(),
-    });
-    let mut workers = tokio::task::JoinSet::new();
-    for id in 0..args.workers {
-        workers.spawn(workload::worker(shared.clone(), id));
-    }
+    let shared = Shared::start(mgr.clone(), None, keys, &args);
+    let start = shared.start;
+    let mut workers = shared.spawn_workers();
     let progress = progress::Progress::start(shared.clone());
 
     let mut chaos_outcomes = Vec::new();

@@ -2,21 +2,18 @@
 //! embedded standalone servers, reported beside the single-cluster run so
 //! that the cost of a quorum is read off one invocation.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use shardlock::testkit::StandaloneServer;
 use shardlock::{LockManager, RedlockManager};
-use tokio::time::Instant;
 
 use crate::Failure;
 use crate::args::Args;
 use crate::cpu;
-use crate::safety::Safety;
-use crate::workload::{self, KeyChooser, NAMESPACE, Shared, Tally};
+use crate::workload::{KeyChooser, NAMESPACE, Shared};
 
 /// Runs the Redlock phase, prints its lines and returns its JSON object;
 /// `single` is the single-cluster report to compare with.
@@ -46,26 +43,9 @@ pub(crate) async fn run(args: &Args, n: usize, single: &Value) -> Result<Value, 
 
     let server_before = server_cpu(&servers).await;
     let cpu_before = cpu::process_cpu();
-    let start = Instant::now();
-    let shared = Arc::new(Shared {
-        mgr: managers[0].clone(),
-        redlock: Some(redlock),
-        keys,
-        safety: Safety::new(),
-        tallies: (0..args.workers)
-            .map(|_| Mutex::new(Tally::new()))
-            .collect(),
-        start,
-        end: start + args.duration,
-        stop: AtomicBool::new(false),
-        gaps: Mutex::new(Vec::new()),
-        watching_gaps: AtomicBool::new(false),
-        args: args.clone(),
-    });
-    let mut workers = tokio::task::JoinSet::new();
-    for id in 0..args.workers {
-        workers.spawn(workload::worker(shared.clone(), id));
-    }
+    let shared = Shared::start(managers[0].clone(), Some(redlock), keys, args);
+    let start = shared.start;
+    let mut workers = shared.spawn_workers();
     tokio::time::sleep_until(shared.end).await;
     shared.stop.store(true, Relaxed);
     let grace = args.ttl.max(Duration::from_secs(5));

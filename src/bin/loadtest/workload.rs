@@ -242,6 +242,41 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The state of a run that starts now and lasts `args.duration`; locks
+    /// go through `redlock` when given, else through `mgr`.
+    pub(crate) fn start(
+        mgr: LockManager,
+        redlock: Option<RedlockManager>,
+        keys: KeyChooser,
+        args: &Args,
+    ) -> Arc<Shared> {
+        let start = Instant::now();
+        Arc::new(Shared {
+            mgr,
+            redlock,
+            keys,
+            safety: Safety::new(),
+            tallies: (0..args.workers)
+                .map(|_| Mutex::new(Tally::new()))
+                .collect(),
+            start,
+            end: start + args.duration,
+            stop: AtomicBool::new(false),
+            gaps: Mutex::new(Vec::new()),
+            watching_gaps: AtomicBool::new(false),
+            args: args.clone(),
+        })
+    }
+
+    /// Spawns the run's workers.
+    pub(crate) fn spawn_workers(self: &Arc<Shared>) -> tokio::task::JoinSet<()> {
+        let mut workers = tokio::task::JoinSet::new();
+        for id in 0..self.args.workers {
+            workers.spawn(worker(self.clone(), id));
+        }
+        workers
+    }
+
     /// All tallies merged, as of now.
     pub(crate) fn total(&self) -> Tally {
         let mut total = Tally::new();

@@ -14,7 +14,7 @@ use crate::node::NodePool;
 use crate::redirect::FailCause;
 use crate::refresh;
 use crate::request::Request;
-use crate::router::{Router, Shared};
+use crate::router::{Retry, Router, Shared};
 use crate::stats::{Counters, RouterStats};
 use crate::topology::Topology;
 
@@ -177,7 +177,20 @@ impl Client {
                 "slot {slot} is out of range (0..16384)"
             )));
         }
-        self.router.execute(slot, request, deadline).await
+        self.router
+            .execute(slot, request, deadline, Retry::UntilDeadline)
+            .await
+    }
+
+    /// [`execute`](Self::execute) with the default deadline and `retry`.
+    pub(crate) async fn execute_with(
+        &self,
+        slot: u16,
+        request: &Request,
+        retry: Retry,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + self.router.shared.config.request_timeout;
+        self.router.execute(slot, request, deadline, retry).await
     }
 
     /// Runs one command on the primary serving `key`'s slot and converts

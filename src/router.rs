@@ -85,6 +85,17 @@ impl Shared {
     }
 }
 
+/// How far a request may go to succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Follow redirects and retry unavailability until the deadline.
+    UntilDeadline,
+    /// Follow redirects (MOVED, ASK, NOSCRIPT), but give up at the first
+    /// unavailability (refused, backoff, timeout, CLUSTERDOWN, TRYAGAIN):
+    /// for callers that have other places to go (Redlock's instances).
+    RedirectsOnly,
+}
+
 /// Sends requests to the node that serves their slot.
 pub(crate) struct Router {
     pub(crate) shared: Arc<Shared>,
@@ -105,6 +116,7 @@ impl Router {
         slot: u16,
         request: &Request,
         deadline: Instant,
+        retry: Retry,
     ) -> Result<Vec<Value>> {
         if request.is_empty() {
             return Ok(Vec::new());
@@ -136,6 +148,9 @@ impl Router {
                     None => {
                         last = RetryCause::SlotUnassigned;
                         self.refresher.request(counters)?;
+                        if retry == Retry::RedirectsOnly {
+                            return Err(gave_up(attempts, started, last));
+                        }
                         self.back_off(&mut backoffs, deadline).await;
                         continue;
                     }
@@ -189,6 +204,9 @@ impl Router {
                     Counters::bump(&counters.try_again);
                     crate::metrics::retryable_error(&RetryCause::TryAgain);
                     last = RetryCause::TryAgain;
+                    if retry == Retry::RedirectsOnly {
+                        return Err(gave_up(attempts, started, last));
+                    }
                     self.back_off(&mut backoffs, deadline).await;
                 }
                 Action::Refresh(cause) => {
@@ -196,6 +214,9 @@ impl Router {
                     crate::metrics::retryable_error(&cause);
                     self.refresher.request(counters)?;
                     last = cause;
+                    if retry == Retry::RedirectsOnly {
+                        return Err(gave_up(attempts, started, last));
+                    }
                     self.back_off(&mut backoffs, deadline).await;
                 }
                 Action::NoScript if !eval => {
@@ -296,6 +317,15 @@ impl Router {
         let delay = self.shared.config.retry_backoff.delay(*backoffs);
         *backoffs = backoffs.saturating_add(1);
         tokio::time::sleep_until(deadline.min(Instant::now() + delay)).await;
+    }
+}
+
+/// The error of a request that stopped at an unavailability.
+fn gave_up(attempts: u32, started: Instant, last: RetryCause) -> Error {
+    Error::DeadlineExceeded {
+        attempts,
+        elapsed: started.elapsed(),
+        last,
     }
 }
 

@@ -79,6 +79,24 @@ fn bad_options_exit_2_with_one_line() {
         (&["--redlock", "4"], "--redlock"),
         (&["--redlock", "1"], "--redlock"),
         (&["--redlock", "3", "--mode", "fenced"], "--redlock"),
+        (&["--redlock-chaos", "kill@1s"], "--redlock-chaos"),
+        (
+            &["--redlock", "3", "--redlock-chaos", "failover@1s"],
+            "--redlock-chaos",
+        ),
+        (
+            &[
+                "--redlock",
+                "3",
+                "--redlock-chaos",
+                "kill@1s",
+                "--redlock-chaos",
+                "kill@1s",
+                "--redlock-chaos",
+                "kill@1s",
+            ],
+            "--redlock-chaos",
+        ),
         (
             &["--seeds", "redis://127.0.0.1:1", "--duration", "1s"],
             "127.0.0.1:1",
@@ -175,7 +193,8 @@ fn short_run_reports_every_field() {
 
 /// `--redlock 3` runs the same workload on three standalone servers after
 /// the cluster run and reports it beside it: cycles, no violations, and
-/// the same figures in the JSON report.
+/// the same figures in the JSON report. One instance killed during it
+/// leaves a majority: no errors.
 #[test]
 fn redlock_phase_reports_beside_the_cluster_run() {
     let report = run_report(
@@ -189,15 +208,27 @@ fn redlock_phase_reports_beside_the_cluster_run() {
             "50",
             "--redlock",
             "3",
+            "--redlock-chaos",
+            "kill@1s",
         ],
     );
     let redlock = &report["redlock"];
     assert_eq!(redlock["instances"], 3, "{report}");
     assert_eq!(redlock["quorum"], 2);
+    assert_eq!(
+        redlock["killed"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
     assert!(redlock["cycles"].as_u64().unwrap() > 10, "{report}");
     assert_eq!(redlock["violations"], 0, "{report}");
     assert_eq!(redlock["errors"], 0, "{report}");
     assert!(redlock["acquire_p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        redlock["acquire_p50_ms"].as_f64() <= redlock["acquire_p999_ms"].as_f64(),
+        "{report}"
+    );
+    assert!((0.0..=1.0).contains(&redlock["contention_rate"].as_f64().unwrap()));
     assert!(redlock["server_cpu_us_per_cycle"].as_f64().unwrap() > 0.0);
 }
 

@@ -13,6 +13,7 @@ use super::token::{FencingToken, lock_value};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::metrics::ReleaseOutcome;
+use crate::router::Retry;
 use crate::scripts;
 
 const HELD: u8 = 0;
@@ -33,6 +34,9 @@ pub(crate) struct Lease {
     pub(crate) auto_renew: bool,
     /// The key's class, for metrics.
     pub(crate) class: &'static str,
+    /// How release and extend retry (Redlock's leases give up at the
+    /// first unavailability: other instances make up for it).
+    pub(crate) retry: Retry,
     acquired_at: Instant,
     /// Until when the lease is known held: the send time of the last
     /// confirmed acquire, renewal or extend plus its TTL, in nanoseconds
@@ -65,6 +69,7 @@ impl Lease {
             ttl_ms: std::sync::atomic::AtomicU32::new(ttl_ms(ttl)),
             auto_renew,
             class,
+            retry: Retry::UntilDeadline,
             acquired_at: Instant::now(),
             valid_until: AtomicU64::new(since_epoch(sent_at + ttl)),
             state: AtomicU8::new(HELD),
@@ -212,7 +217,7 @@ impl LockGuard {
         let replies = self
             .manager
             .client()
-            .execute(self.lease.slot, &request)
+            .execute_with(self.lease.slot, &request, self.lease.retry)
             .await?;
         if scripts::compared(&replies, "extend")? {
             self.lease.set_ttl(ttl);
@@ -259,7 +264,7 @@ impl Drop for LockGuard {
 /// when it was still ours and is now gone.
 pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool> {
     let request = scripts::release(&lease.key, &lease.value());
-    let released = match client.execute(lease.slot, &request).await {
+    let released = match client.execute_with(lease.slot, &request, lease.retry).await {
         Ok(replies) => scripts::compared(&replies, "release"),
         Err(e) => Err(e),
     };

@@ -386,9 +386,11 @@ impl LockManager {
         let ttl = self.settings().default_ttl;
         let class = self.key_class(key);
         let now = tokio::time::Instant::now();
-        Ok(Arc::new(Lease::new(
-            full, slot, token, None, ttl, false, class, now,
-        )))
+        let mut lease = Lease::new(full, slot, token, None, ttl, false, class, now);
+        // Only Redlock releases by token; its instances do not wait out an
+        // unavailability.
+        lease.retry = crate::router::Retry::RedirectsOnly;
+        Ok(Arc::new(lease))
     }
 
     /// Compare-and-delete of `key` if it holds `token`'s value; true when

@@ -23,6 +23,7 @@ use super::token::{FencingToken, lock_value, new_token};
 use super::wait::until_acquired;
 use crate::error::{Error, Result};
 use crate::request::Request;
+use crate::router::Retry;
 use crate::scripts;
 
 /// A request for one lock, built by [`LockManager::lock`].
@@ -38,6 +39,7 @@ pub struct LockRequest {
     replicas: Option<u32>,
     /// Set by Redlock, which uses one token on every instance.
     token: Option<u128>,
+    retry: Retry,
 }
 
 /// What one attempt found.
@@ -57,13 +59,17 @@ impl LockRequest {
             auto_renew: true,
             replicas: None,
             token: None,
+            retry: Retry::UntilDeadline,
         }
     }
 
-    /// Uses `token` instead of a fresh one (Redlock: the same token on
-    /// every instance, so any of them can be released by it).
-    pub(crate) fn with_token(mut self, token: u128) -> Self {
+    /// One instance of a Redlock acquire: `token` instead of a fresh one
+    /// (the same on every instance, so any of them can be released by it),
+    /// and no retrying past an unavailability, here and in the lease's
+    /// release and extend (the other instances make up for it).
+    pub(crate) fn for_redlock(mut self, token: u128) -> Self {
         self.token = Some(token);
+        self.retry = Retry::RedirectsOnly;
         self
     }
 
@@ -173,7 +179,7 @@ impl LockRequest {
         // Every attempt of this acquire carries the same token, so a retry
         // after a lost reply recognises its own earlier success.
         let sent_at = Instant::now();
-        let replies = client.execute(plan.slot, &request).await?;
+        let replies = client.execute_with(plan.slot, &request, self.retry).await?;
         let outcome = match replies.first() {
             Some(reply) if self.fenced => parse_fenced(reply)?,
             Some(reply) => parse_set(reply, &lock_value(plan.token, None))?,
@@ -182,7 +188,7 @@ impl LockRequest {
         let Attempt::Acquired(fence) = outcome else {
             return Ok(None);
         };
-        let lease = Arc::new(Lease::new(
+        let mut lease = Lease::new(
             plan.key.clone(),
             plan.slot,
             plan.token,
@@ -191,7 +197,9 @@ impl LockRequest {
             self.auto_renew,
             plan.class,
             sent_at,
-        ));
+        );
+        lease.retry = self.retry;
+        let lease = Arc::new(lease);
         if let Some(wanted) = self.replicas {
             let acked = match replies.get(1) {
                 Some(Value::Int(n)) => *n as u64,

@@ -304,7 +304,7 @@ impl RedlockRequest {
                 .lock(&self.key)
                 .ttl(ttl)
                 .auto_renew(self.auto_renew)
-                .with_token(token);
+                .for_redlock(token);
             tokio::time::timeout(timeout, request.try_acquire())
         }))
         .await;

@@ -75,6 +75,11 @@ pub(crate) struct Args {
     /// beside the single-cluster figures (modes try and wait only).
     #[arg(long, value_name = "N")]
     pub(crate) redlock: Option<usize>,
+    /// Kill one more of the Redlock instances at this time into the Redlock
+    /// phase: `kill@5s` (repeatable; with N instances, up to N/2 kills
+    /// leave a majority, one more leaves none).
+    #[arg(long, value_parser = parse_chaos)]
+    pub(crate) redlock_chaos: Vec<Chaos>,
     /// Serve Prometheus metrics at `http://<addr>/metrics` while the run
     /// lasts (e.g. `127.0.0.1:9464`). Keys are labelled `key_class` `hot`
     /// (the first 1 % of key numbers, the most popular under zipf) or `cold`.

@@ -99,10 +99,29 @@ async fn run(args: Args) -> Result<(), Failure> {
         )));
     }
 
+    if args.redlock.is_none() && !args.redlock_chaos.is_empty() {
+        return Err(Failure::Usage("--redlock-chaos needs --redlock N".into()));
+    }
     if let Some(n) = args.redlock {
         if n < 3 || n.is_multiple_of(2) {
             return Err(Failure::Usage(format!(
                 "--redlock {n}: Redlock needs an odd number of instances, at least 3"
+            )));
+        }
+        if let Some(c) = args
+            .redlock_chaos
+            .iter()
+            .find(|c| c.kind != ChaosKind::Kill || c.at >= args.duration)
+        {
+            return Err(Failure::Usage(format!(
+                "--redlock-chaos {}@{:?}: only kill, before the end of --duration",
+                c.kind, c.at
+            )));
+        }
+        if args.redlock_chaos.len() >= n {
+            return Err(Failure::Usage(format!(
+                "--redlock-chaos: {} kills for {n} instances",
+                args.redlock_chaos.len()
             )));
         }
         if matches!(args.mode, Mode::Fenced | Mode::Many(_)) {

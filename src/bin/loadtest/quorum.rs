@@ -46,6 +46,19 @@ pub(crate) async fn run(args: &Args, n: usize, single: &Value) -> Result<Value, 
     let shared = Shared::start(managers[0].clone(), Some(redlock), keys, args);
     let start = shared.start;
     let mut workers = shared.spawn_workers();
+    let mut kills = args.redlock_chaos.clone();
+    kills.sort_by_key(|c| c.at);
+    let mut killed = Vec::new();
+    for (i, kill) in kills.iter().enumerate() {
+        tokio::time::sleep_until(start + kill.at).await;
+        servers[i].kill();
+        let at_s = (tokio::time::Instant::now() - start).as_secs_f64();
+        println!(
+            "redlock chaos: kill of {} at {at_s:.1} s",
+            servers[i].addr()
+        );
+        killed.push(json!({ "node": servers[i].addr(), "at_s": at_s }));
+    }
     tokio::time::sleep_until(shared.end).await;
     shared.stop.store(true, Relaxed);
     let grace = args.ttl.max(Duration::from_secs(5));
@@ -73,11 +86,7 @@ pub(crate) async fn run(args: &Args, n: usize, single: &Value) -> Result<Value, 
             .zip(cpu_after)
             .map(|(b, a)| a.own.saturating_sub(b.own).as_secs_f64()),
     );
-    let server_cpu = per_cycle(
-        server_before
-            .zip(server_after)
-            .map(|(b, a)| a.saturating_sub(b).as_secs_f64()),
-    );
+    let server_cpu = per_cycle(cpu_between(&server_before, &server_after));
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| {
         if h.is_empty() {
             0.0
@@ -96,13 +105,24 @@ pub(crate) async fn run(args: &Args, n: usize, single: &Value) -> Result<Value, 
         "errors_by_kind": t.errors,
         "lost_leases": t.lost_leases,
         "violations": violations,
+        "contention_rate": if t.acquired + t.failed_acquires > 0 {
+            t.failed_acquires as f64 / (t.acquired + t.failed_acquires) as f64
+        } else {
+            0.0
+        },
         "acquire_p50_ms": ms(&t.acquire, 0.5),
+        "acquire_p90_ms": ms(&t.acquire, 0.9),
         "acquire_p99_ms": ms(&t.acquire, 0.99),
+        "acquire_p999_ms": ms(&t.acquire, 0.999),
+        "acquire_max_ms": t.acquire.max() as f64 / 1e3,
+        "hold_p50_ms": ms(&t.hold, 0.5),
+        "hold_p99_ms": ms(&t.hold, 0.99),
         "cycle_p50_ms": ms(&t.cycle, 0.5),
         "cycle_p99_ms": ms(&t.cycle, 0.99),
         "client_cpu_us_per_cycle": client_cpu,
         "server_cpu_us_per_cycle": server_cpu,
         "duration_s": duration_s,
+        "killed": killed,
     });
     let ratio = |field: &str| match (report[field].as_f64(), single[field].as_f64()) {
         (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}", ours / theirs),
@@ -123,12 +143,22 @@ pub(crate) async fn run(args: &Args, n: usize, single: &Value) -> Result<Value, 
         t.lost_leases
     );
     println!(
-        "acquire ms:  p50 {:.3} p99 {:.3} ({} and {} × single-cluster); cycle p50 {:.3}",
+        "acquire ms:  p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} (p50 {} and p99 {} × single-cluster)",
         ms(&t.acquire, 0.5),
+        ms(&t.acquire, 0.9),
         ms(&t.acquire, 0.99),
+        ms(&t.acquire, 0.999),
+        t.acquire.max() as f64 / 1e3,
         ratio("acquire_p50_ms"),
         ratio("acquire_p99_ms"),
-        ms(&t.cycle, 0.5)
+    );
+    println!(
+        "cycle ms:    p50 {:.3} p99 {:.3}; hold ms: p50 {:.3} p99 {:.3}; contention {:.2}%",
+        ms(&t.cycle, 0.5),
+        ms(&t.cycle, 0.99),
+        ms(&t.hold, 0.5),
+        ms(&t.hold, 0.99),
+        report["contention_rate"].as_f64().unwrap_or(0.0) * 100.0
     );
     println!(
         "CPU µs/cycle: client {}, servers {} ({} and {} × single-cluster)",
@@ -144,18 +174,33 @@ pub(crate) async fn run(args: &Args, n: usize, single: &Value) -> Result<Value, 
     Ok(report)
 }
 
-/// `used_cpu_sys + used_cpu_user` summed over the servers.
-async fn server_cpu(servers: &[StandaloneServer]) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    for server in servers {
+/// `used_cpu_sys + used_cpu_user` of each server; `None` for one that does
+/// not answer (killed).
+async fn server_cpu(servers: &[StandaloneServer]) -> Vec<Option<Duration>> {
+    join_all(servers.iter().map(|server| async move {
         let client = redis::Client::open(server.url()).ok()?;
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let connect = client.get_multiplexed_async_connection();
+        let mut conn = tokio::time::timeout(Duration::from_secs(1), connect)
+            .await
+            .ok()?
+            .ok()?;
         let text: String = redis::cmd("INFO")
             .arg("cpu")
             .query_async(&mut conn)
             .await
             .ok()?;
-        total += Duration::from_secs_f64(cpu::info_cpu_seconds(&text));
-    }
-    Some(total)
+        Some(Duration::from_secs_f64(cpu::info_cpu_seconds(&text)))
+    }))
+    .await
+}
+
+/// CPU the servers that answered both times spent in between (a killed
+/// server's share is unknown and left out).
+fn cpu_between(before: &[Option<Duration>], after: &[Option<Duration>]) -> Option<f64> {
+    let spent: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .filter_map(|(b, a)| Some(a.as_ref()?.saturating_sub(*b.as_ref()?).as_secs_f64()))
+        .collect();
+    (!spent.is_empty()).then(|| spent.iter().sum())
 }

@@ -92,3 +92,46 @@ async fn short_unrenewed_lease_extends() {
     guard.release().await.unwrap();
     renewed.release().await.unwrap();
 }
+
+/// `valid_until()` is the send time of the last confirmed acquire, renewal
+/// or extend plus its TTL: it lies between the call's start and end plus
+/// the TTL, moves with `extend`, and moves with auto-renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_until_follows_confirmations() {
+    use tokio::time::Instant;
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = shardlock::LockManager::builder()
+        .seeds([server.url()])
+        .build()
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(2);
+    let before = Instant::now();
+    let guard = mgr
+        .lock("v")
+        .ttl(ttl)
+        .auto_renew(false)
+        .acquire()
+        .await
+        .unwrap();
+    let after = Instant::now();
+    assert!(guard.valid_until() >= before + ttl && guard.valid_until() <= after + ttl);
+
+    let before = Instant::now();
+    guard.extend(Duration::from_secs(30)).await.unwrap();
+    assert!(guard.valid_until() >= before + Duration::from_secs(30));
+    guard.release().await.unwrap();
+
+    let renewed = mgr
+        .lock("w")
+        .ttl(Duration::from_millis(600))
+        .acquire()
+        .await
+        .unwrap();
+    let first = renewed.valid_until();
+    crate::support::wait_until(Duration::from_secs(10), "a renewal", || async {
+        renewed.valid_until() > first
+    })
+    .await;
+    renewed.release().await.unwrap();
+}

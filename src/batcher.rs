@@ -115,9 +115,11 @@ impl Drop for Unanswered<'_> {
     }
 }
 
+/// Not an I/O error: the connection itself is fine, so it must not be
+/// discarded for this.
 fn worker_gone() -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::BrokenPipe,
+    RedisError::from((
+        redis::ErrorKind::Client,
         "the node's batching worker has stopped",
     ))
 }
@@ -129,7 +131,12 @@ async fn worker(mut receiver: mpsc::UnboundedReceiver<Submission>, writes: Arc<A
         let first = match carried.take() {
             Some(first) => first,
             None => {
+                // In-flight batches first: a batch is written when its
+                // future is first polled, so it must not wait behind new
+                // submissions.
                 tokio::select! {
+                    biased;
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
                     received = receiver.recv() => match received {
                         Some(first) => {
                             // Let the tasks woken with this submitter add theirs.
@@ -138,7 +145,6 @@ async fn worker(mut receiver: mpsc::UnboundedReceiver<Submission>, writes: Arc<A
                         }
                         None => break,
                     },
-                    Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
                 }
             }
         };

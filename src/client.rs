@@ -182,6 +182,20 @@ impl Client {
             .await
     }
 
+    /// [`execute_with`](Self::execute_with), also returning when the
+    /// attempt that got the replies was sent.
+    pub(crate) async fn execute_timed(
+        &self,
+        slot: u16,
+        request: &Request,
+        retry: Retry,
+    ) -> Result<(Vec<Value>, Instant)> {
+        let deadline = Instant::now() + self.router.shared.config.request_timeout;
+        self.router
+            .execute_timed(slot, request, deadline, retry)
+            .await
+    }
+
     /// [`execute`](Self::execute) with the default deadline and `retry`.
     pub(crate) async fn execute_with(
         &self,

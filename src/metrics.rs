@@ -9,7 +9,7 @@
 //!
 //! Labels stay bounded: `outcome` and `kind` from fixed lists, `shard` a
 //! node address, `key_class` a label the application declares per key
-//! (`LockManagerBuilder::key_class`, default `"default"`) — never a key.
+//! (`LockManagerBuilder::key_classes`, default `"default"`) — never a key.
 //! Durations are histograms in seconds; [`SECONDS_BUCKETS`] spans 50 µs to
 //! 60 s.
 

@@ -94,6 +94,9 @@ pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHa
 
 /// A lease waiting for its next renewal (or in flight).
 struct Due {
+    /// The lease's schedule this entry belongs to; an `extend` starts a new
+    /// one, and entries (and renewal replies) of an older one are dropped.
+    schedule: u32,
     /// When to renew next.
     at: Instant,
     /// When the lease ends on the server if no renewal succeeds before.
@@ -200,11 +203,14 @@ impl Worker {
     fn accept(&mut self, msg: Msg) {
         match msg {
             Msg::Register(lease) => {
-                let now = Instant::now();
+                // Counted from the confirmation's send time (the lease's
+                // `valid_until`), not from now: the safe side.
+                let expires = lease.valid_until();
                 let ttl = lease.ttl();
                 self.queue.push(Due {
-                    at: now + ttl / 3,
-                    expires: now + ttl,
+                    schedule: lease.schedule(),
+                    at: expires.checked_sub(ttl - ttl / 3).unwrap_or(expires),
+                    expires,
                     lease,
                 });
             }
@@ -240,8 +246,9 @@ impl Worker {
         let mut due = Vec::new();
         while self.queue.peek().is_some_and(|d| d.at <= now) {
             let entry = self.queue.pop().expect("peeked");
-            // Released or lost leases leave the queue here.
-            if entry.lease.is_held() {
+            // Released or lost leases, and entries of a schedule an
+            // `extend` replaced, leave the queue here.
+            if entry.lease.is_held() && entry.schedule == entry.lease.schedule() {
                 due.push(entry);
             }
         }
@@ -331,9 +338,15 @@ impl Worker {
     /// safe side).
     fn requeue(&mut self, entry: Due, sent_at: Instant, ttl_ms: u32) {
         crate::metrics::renewed();
+        if entry.schedule != entry.lease.schedule() {
+            // An `extend` was sent after this renewal and set the lease's
+            // own TTL and schedule; this reply must not move them.
+            return;
+        }
         let ttl = Duration::from_millis(ttl_ms.into());
         entry.lease.confirm(sent_at, ttl);
         self.queue.push(Due {
+            schedule: entry.schedule,
             at: sent_at + ttl / 3,
             expires: sent_at + ttl,
             lease: entry.lease,

@@ -118,8 +118,23 @@ impl Router {
         deadline: Instant,
         retry: Retry,
     ) -> Result<Vec<Value>> {
+        self.execute_timed(slot, request, deadline, retry)
+            .await
+            .map(|(replies, _)| replies)
+    }
+
+    /// [`execute`](Self::execute), also returning when the attempt that
+    /// got the replies was sent (later than the first attempt when the
+    /// request was retried).
+    pub(crate) async fn execute_timed(
+        &self,
+        slot: u16,
+        request: &Request,
+        deadline: Instant,
+        retry: Retry,
+    ) -> Result<(Vec<Value>, Instant)> {
         if request.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Instant::now()));
         }
         let counters = &self.shared.counters;
         let started = Instant::now();
@@ -158,15 +173,17 @@ impl Router {
             };
 
             Counters::bump(&counters.attempts);
+            let sent = Instant::now();
             let action = match self.attempt(&addr, request, asking, eval, deadline).await {
                 Outcome::Replies(result) => match classify(&result) {
                     Action::Done => {
                         let replies = result.unwrap_or_default();
-                        return Ok(if asking {
+                        let replies = if asking {
                             strip_asking(replies)
                         } else {
                             replies
-                        });
+                        };
+                        return Ok((replies, sent));
                     }
                     other => other,
                 },

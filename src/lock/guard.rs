@@ -2,7 +2,7 @@
 //! renewal task.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -42,6 +42,8 @@ pub(crate) struct Lease {
     /// confirmed acquire, renewal or extend plus its TTL, in nanoseconds
     /// after [`epoch`].
     valid_until: AtomicU64,
+    /// Renewal schedule; bumped by `extend`, which re-registers the lease.
+    schedule: AtomicU32,
     state: AtomicU8,
     lost: Notify,
 }
@@ -72,6 +74,7 @@ impl Lease {
             retry: Retry::UntilDeadline,
             acquired_at: Instant::now(),
             valid_until: AtomicU64::new(since_epoch(sent_at + ttl)),
+            schedule: AtomicU32::new(0),
             state: AtomicU8::new(HELD),
             lost: Notify::new(),
         }
@@ -95,6 +98,20 @@ impl Lease {
     pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
         self.valid_until
             .fetch_max(since_epoch(sent_at + ttl), Ordering::AcqRel);
+    }
+
+    /// Before an extend to `ttl` sent at `sent_at`: the lease may end as
+    /// soon as that (a shorter TTL cuts it on the server even if the reply
+    /// is lost), and renewals already in flight must not move it later.
+    fn extending(&self, sent_at: Instant, ttl: Duration) {
+        self.schedule.fetch_add(1, Ordering::AcqRel);
+        self.valid_until
+            .fetch_min(since_epoch(sent_at + ttl), Ordering::AcqRel);
+    }
+
+    /// The current renewal schedule (the renewal task's entries carry it).
+    pub(crate) fn schedule(&self) -> u32 {
+        self.schedule.load(Ordering::Acquire)
     }
 
     /// Until when the lease is known held (see the field).
@@ -214,6 +231,7 @@ impl LockGuard {
         }
         let request = scripts::extend(&self.lease.key, &self.lease.value(), ttl.as_millis() as u64);
         let sent_at = Instant::now();
+        self.lease.extending(sent_at, ttl);
         let replies = self
             .manager
             .client()
@@ -222,6 +240,10 @@ impl LockGuard {
         if scripts::compared(&replies, "extend")? {
             self.lease.set_ttl(ttl);
             self.lease.confirm(sent_at, ttl);
+            if self.lease.auto_renew {
+                // A new schedule from this extend; the old one is dropped.
+                self.manager.register(self.lease.clone());
+            }
             Ok(())
         } else {
             self.lease.mark_lost();
@@ -244,11 +266,24 @@ impl LockGuard {
             crate::metrics::release(self.lease.class, ReleaseOutcome::NotHeld);
             return Err(Error::NotHeld);
         }
-        match release_lease(self.manager.client(), &self.lease).await {
+        // Renewal has stopped: if this future is dropped before the release
+        // is answered, the background release takes over.
+        let mut pending = PendingRelease {
+            manager: &self.manager,
+            lease: Some(self.lease.clone()),
+        };
+        let released = release_lease(self.manager.client(), &self.lease).await;
+        pending.lease = None;
+        match released {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::NotHeld),
             Err(e) => Err(e),
         }
+    }
+
+    /// The lease's current TTL.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.lease.ttl()
     }
 }
 
@@ -256,6 +291,21 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         if self.lease.mark_released() {
             self.manager.release_in_background(self.lease.clone());
+        }
+    }
+}
+
+/// A release in progress; dropped unfinished, it hands the lease to the
+/// background release.
+struct PendingRelease<'a> {
+    manager: &'a LockManager,
+    lease: Option<Arc<Lease>>,
+}
+
+impl Drop for PendingRelease<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.manager.release_in_background(lease);
         }
     }
 }

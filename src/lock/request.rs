@@ -45,6 +45,9 @@ pub struct LockRequest {
 /// What one attempt found.
 enum Attempt {
     Acquired(Option<FencingToken>),
+    /// The key already holds our value: an earlier attempt of this acquire
+    /// set it and its reply was lost. Its TTL counts from that attempt.
+    Recognized,
     Held,
 }
 
@@ -178,15 +181,31 @@ impl LockRequest {
         }
         // Every attempt of this acquire carries the same token, so a retry
         // after a lost reply recognises its own earlier success.
-        let sent_at = Instant::now();
-        let replies = client.execute_with(plan.slot, &request, self.retry).await?;
+        // The send time of the attempt that got the reply: a lease it set
+        // lives at least until then plus the TTL.
+        let (replies, mut sent_at) = client
+            .execute_timed(plan.slot, &request, self.retry)
+            .await?;
         let outcome = match replies.first() {
             Some(reply) if self.fenced => parse_fenced(reply)?,
             Some(reply) => parse_set(reply, &lock_value(plan.token, None))?,
             None => return Err(Error::UnexpectedReply("no reply to acquire".into())),
         };
-        let Attempt::Acquired(fence) = outcome else {
-            return Ok(None);
+        let fence = match outcome {
+            Attempt::Acquired(fence) => fence,
+            Attempt::Held => return Ok(None),
+            Attempt::Recognized => {
+                // Set the TTL again, so that it counts from now.
+                let value = lock_value(plan.token, None);
+                let extend = scripts::extend(&plan.key, &value, ttl_ms);
+                sent_at = Instant::now();
+                let replies = client.execute_with(plan.slot, &extend, self.retry).await?;
+                if !scripts::compared(&replies, "extend")? {
+                    // It expired meanwhile (and may be someone else's now).
+                    return Ok(None);
+                }
+                None
+            }
         };
         let mut lease = Lease::new(
             plan.key.clone(),
@@ -245,7 +264,7 @@ struct Plan {
 fn parse_set(reply: &Value, ours: &str) -> Result<Attempt> {
     match reply {
         Value::Nil => Ok(Attempt::Acquired(None)),
-        Value::BulkString(held) if held == ours.as_bytes() => Ok(Attempt::Acquired(None)),
+        Value::BulkString(held) if held == ours.as_bytes() => Ok(Attempt::Recognized),
         Value::BulkString(_) => Ok(Attempt::Held),
         other => Err(Error::UnexpectedReply(format!("SET NX GET: {other:?}"))),
     }
@@ -289,7 +308,7 @@ mod tests {
         ));
         assert!(matches!(
             parse_set(&bulk(ours), ours),
-            Ok(Attempt::Acquired(None))
+            Ok(Attempt::Recognized)
         ));
         assert!(matches!(
             parse_set(&bulk("someone-else"), ours),

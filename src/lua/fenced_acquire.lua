@@ -5,7 +5,8 @@
 -- ARGV[2]  the time to live, in milliseconds
 -- returns  {1, fence} when acquired: the lock's value is "<token>.<fence>";
 --          {1, fence} too when the lock already holds this token (a retry
---          of an acquire whose reply was lost: same fence as before);
+--          of an acquire whose reply was lost: same fence as before; the
+--          TTL is set again, so it counts from this call);
 --          {0, value} when someone else holds it.
 -- The fence is max(counter + 1, server time in microseconds): it increases
 -- for every acquisition in the slot, and stays above any fence issued
@@ -15,6 +16,7 @@ local held = redis.call('GET', KEYS[1])
 if held then
     local dot = string.find(held, '.', 1, true)
     if dot and string.sub(held, 1, dot - 1) == ARGV[1] then
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
         return {1, string.sub(held, dot + 1)}
     end
     return {0, held}

@@ -1,6 +1,5 @@
 //! [`RedlockGuard`]: a lease held by a majority of instances.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::{join_all, select_all};
@@ -22,8 +21,6 @@ pub struct RedlockGuard {
     manager: RedlockManager,
     key: Vec<u8>,
     token: u128,
-    /// Current TTL in milliseconds (changed by `extend`).
-    ttl_ms: AtomicU64,
     /// Per instance: the guard where the lock was taken.
     guards: Vec<Option<LockGuard>>,
     /// Set by `release`, so that drop does not release again.
@@ -35,14 +32,12 @@ impl RedlockGuard {
         manager: RedlockManager,
         key: Vec<u8>,
         token: u128,
-        ttl: Duration,
         guards: Vec<Option<LockGuard>>,
     ) -> RedlockGuard {
         RedlockGuard {
             manager,
             key,
             token,
-            ttl_ms: AtomicU64::new(ttl.as_millis() as u64),
             guards,
             released: false,
         }
@@ -51,10 +46,6 @@ impl RedlockGuard {
     /// The key as given to [`RedlockManager::lock`].
     pub fn key(&self) -> &[u8] {
         &self.key
-    }
-
-    fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
     }
 
     /// Instances whose lease is held and not known lost.
@@ -67,19 +58,19 @@ impl RedlockGuard {
     }
 
     /// Until when the lease may be trusted, on this process's monotonic
-    /// clock: the `quorum`-th latest confirmed-until instant among the
-    /// instances still holding it, less `ttl × drift_factor + 2 ms`. In the
-    /// past once fewer than a quorum hold it.
+    /// clock: each instance still holding it is trusted until its
+    /// confirmed-until instant less `ttl × drift_factor + 2 ms` (with the
+    /// TTL it confirmed), and the lease until the `quorum`-th latest of
+    /// those. In the past once fewer than a quorum hold it.
     pub fn validity_deadline(&self) -> Instant {
-        let held: Vec<Instant> = self.held().map(LockGuard::valid_until).collect();
-        validity::quorum_deadline(
-            held,
-            self.manager.quorum(),
-            self.ttl(),
-            self.manager.drift_factor(),
-        )
-        // Fewer than a quorum: already over.
-        .unwrap_or_else(|| Instant::now() - Duration::from_nanos(1))
+        let factor = self.manager.drift_factor();
+        let deadlines: Vec<Instant> = self
+            .held()
+            .map(|g| validity::instance_deadline(g.valid_until(), g.ttl(), factor))
+            .collect();
+        validity::quorum_deadline(deadlines, self.manager.quorum())
+            // Fewer than a quorum: already over.
+            .unwrap_or_else(|| Instant::now() - Duration::from_nanos(1))
     }
 
     /// True once the validity deadline has passed.
@@ -136,7 +127,6 @@ impl RedlockGuard {
         .count();
         let deadline = validity::deadline(sent, ttl, self.manager.drift_factor());
         if confirmed >= self.manager.quorum() && Instant::now() < deadline {
-            self.ttl_ms.store(ttl.as_millis() as u64, Ordering::Relaxed);
             Ok(())
         } else {
             Err(Error::NotHeld)
@@ -168,10 +158,10 @@ impl Drop for RedlockGuard {
         for (i, guard) in self.guards.drain(..).enumerate() {
             match guard {
                 // Its own background release.
-                Some(guard) => drop(guard),
-                None => {
-                    self.manager.managers()[i].release_token_in_background(&self.key, self.token)
-                }
+                Some(guard) if !guard.is_lost() => drop(guard),
+                // Not taken, or lost (a late renewal may still have kept
+                // it there): released by token.
+                _ => self.manager.managers()[i].release_token_in_background(&self.key, self.token),
             }
         }
     }

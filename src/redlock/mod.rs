@@ -332,7 +332,6 @@ impl RedlockRequest {
                 manager.clone(),
                 self.key.clone(),
                 token,
-                ttl,
                 guards,
             )));
         }

@@ -26,21 +26,20 @@ pub(crate) fn deadline(sent: Instant, ttl: Duration, drift_factor: f64) -> Insta
 }
 
 /// The deadline a quorum of instances gives: with each instance's own
-/// confirmed-until instant, the `quorum`-th latest one (a majority holds
-/// the lease at least until then), less the drift. `None` when fewer than
-/// `quorum` instances hold it.
-pub(crate) fn quorum_deadline(
-    mut held_until: Vec<Instant>,
-    quorum: usize,
-    ttl: Duration,
-    drift_factor: f64,
-) -> Option<Instant> {
-    if quorum == 0 || held_until.len() < quorum {
+/// deadline (its confirmed-until instant less the drift of the TTL it
+/// confirmed), the `quorum`-th latest one: a majority can be trusted at
+/// least until then. `None` when fewer than `quorum` instances hold it.
+pub(crate) fn quorum_deadline(mut deadlines: Vec<Instant>, quorum: usize) -> Option<Instant> {
+    if quorum == 0 || deadlines.len() < quorum {
         return None;
     }
-    held_until.sort_unstable_by(|a, b| b.cmp(a));
-    let until = held_until[quorum - 1];
-    Some(until.checked_sub(drift(ttl, drift_factor)).unwrap_or(until))
+    deadlines.sort_unstable_by(|a, b| b.cmp(a));
+    Some(deadlines[quorum - 1])
+}
+
+/// One instance's deadline: confirmed `until`, for a lease of `ttl`.
+pub(crate) fn instance_deadline(until: Instant, ttl: Duration, drift_factor: f64) -> Instant {
+    until.checked_sub(drift(ttl, drift_factor)).unwrap_or(until)
 }
 
 /// Instances a majority of `n` needs.
@@ -79,26 +78,22 @@ mod tests {
         assert_eq!(deadline(sent, MS(1), 0.01), sent);
     }
 
-    /// The quorum deadline is the majority's latest confirmed time less the
-    /// drift: one instance confirmed far ahead does not extend it, and
-    /// fewer than a quorum of holders gives none.
+    /// The quorum deadline is the quorum-th latest instance deadline: one
+    /// instance confirmed far ahead does not extend it, and fewer than a
+    /// quorum of holders gives none. Each instance's deadline subtracts the
+    /// drift of the TTL that instance confirmed.
     #[tokio::test(start_paused = true)]
     async fn quorum_deadline_takes_the_majority() {
         let t0 = Instant::now();
         let at = |ms| t0 + MS(ms);
-        let ttl = MS(1_000);
-        let d = drift(ttl, 0.01);
         // 5 instances, quorum 3: sorted latest first 5000, 1200, 1100, 1000, 900.
         let held = vec![at(1_000), at(5_000), at(1_100), at(900), at(1_200)];
-        assert_eq!(
-            quorum_deadline(held.clone(), 3, ttl, 0.01),
-            Some(at(1_100) - d)
-        );
-        assert_eq!(
-            quorum_deadline(held[..3].to_vec(), 3, ttl, 0.01),
-            Some(at(1_000) - d)
-        );
-        assert_eq!(quorum_deadline(held[..2].to_vec(), 3, ttl, 0.01), None);
-        assert_eq!(quorum_deadline(Vec::new(), 0, ttl, 0.01), None);
+        assert_eq!(quorum_deadline(held.clone(), 3), Some(at(1_100)));
+        assert_eq!(quorum_deadline(held[..3].to_vec(), 3), Some(at(1_000)));
+        assert_eq!(quorum_deadline(held[..2].to_vec(), 3), None);
+        assert_eq!(quorum_deadline(Vec::new(), 0), None);
+        // A 60 s lease allows 602 ms of drift, a 1 s lease 12 ms.
+        assert_eq!(instance_deadline(at(61_000), MS(60_000), 0.01), at(60_398));
+        assert_eq!(instance_deadline(at(1_000), MS(1_000), 0.01), at(988));
     }
 }

@@ -135,3 +135,70 @@ async fn valid_until_follows_confirmations() {
     .await;
     renewed.release().await.unwrap();
 }
+
+/// `extend` to a shorter TTL takes effect at once: `valid_until` comes
+/// down to it, and auto-renewal follows the new TTL (the lease outlives it
+/// several times over) instead of waiting for the old schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_to_a_shorter_ttl_reschedules_renewal() {
+    use tokio::time::Instant;
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = shardlock::LockManager::builder()
+        .seeds([server.url()])
+        .build()
+        .await
+        .unwrap();
+    let guard = mgr
+        .lock("s")
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    let short = Duration::from_millis(600);
+    let before = Instant::now();
+    guard.extend(short).await.unwrap();
+    assert!(guard.valid_until() <= Instant::now() + short);
+    // The old schedule would renew only 10 s after the acquire; the key
+    // would be gone 0.6 s after the extend.
+    crate::support::wait_until(
+        Duration::from_secs(10),
+        "renewals on the short TTL",
+        || async { guard.valid_until() > before + short * 4 },
+    )
+    .await;
+    assert!(!guard.is_lost());
+    guard.release().await.unwrap();
+}
+
+/// A `release()` whose future is dropped before its reply still releases
+/// the lease (in the background), rather than leaving it to its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_release_still_releases() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = shardlock::LockManager::builder()
+        .seeds([server.url()])
+        .build()
+        .await
+        .unwrap();
+    let guard = mgr
+        .lock("c")
+        .ttl(Duration::from_secs(60))
+        .acquire()
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::ZERO, guard.release()).await;
+    crate::support::wait_until(
+        Duration::from_secs(10),
+        "the lock to be free again",
+        || async {
+            match mgr.lock("c").try_acquire().await.unwrap() {
+                Some(again) => {
+                    again.release().await.unwrap();
+                    true
+                }
+                None => false,
+            }
+        },
+    )
+    .await;
+}

@@ -8,8 +8,9 @@
 //! another, in the order of their first key, and each gets ONE pipeline of
 //! `SET key value NX PX ttl GET`, one command per key, sent straight to its
 //! primary. Per reply:
-//! - nil, or our own value: taken (now, or by an earlier attempt of this call
-//!   whose rollback did not get through);
+//! - nil: taken; our own value: taken by an earlier attempt of this call
+//!   whose rollback did not get through, so its TTL is set again
+//!   (compare-and-pexpire) before the call succeeds;
 //! - another value: held by someone else;
 //! - an error reply (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, …: the slot
 //!   moved or is moving), or no reply at all (the connection failed): that
@@ -198,11 +199,31 @@ impl ManyLockRequest {
     /// taken has been given back.
     async fn attempt(&self, plan: &Plan) -> Result<bool> {
         let mut states = vec![KeyState::Untried; plan.keys.len()];
-        let outcome = self.take_all(plan, &mut states).await;
+        let mut outcome = self.take_all(plan, &mut states).await;
+        if matches!(outcome, Ok(true)) {
+            outcome = self.refresh_recognized(plan, &states).await;
+        }
         if !matches!(outcome, Ok(true)) {
             self.roll_back(plan, &states).await;
         }
         outcome
+    }
+
+    /// Sets the TTL again on keys an earlier attempt took (compare-and-
+    /// pexpire), so that every lease counts from this attempt; false when
+    /// one of them is no longer ours.
+    async fn refresh_recognized(&self, plan: &Plan, states: &[KeyState]) -> Result<bool> {
+        for (i, key) in plan.keys.iter().enumerate() {
+            if states[i] != KeyState::Recognized {
+                continue;
+            }
+            let extend = scripts::extend(&key.full, &plan.value, plan.ttl_ms);
+            let replies = self.manager.client().execute(key.slot, &extend).await?;
+            if !scripts::compared(&replies, "extend")? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Takes the keys shard by shard in the global order; stops at the first
@@ -269,6 +290,7 @@ impl ManyLockRequest {
         for (&i, reply) in members.iter().zip(&replies) {
             states[i] = match classify_set(reply, plan.value.as_bytes()) {
                 Found::Taken => KeyState::Taken,
+                Found::Recognized => KeyState::Recognized,
                 Found::Held => KeyState::Held,
                 Found::Reroute => {
                     // An error reply: the command did not run there.
@@ -297,6 +319,7 @@ impl ManyLockRequest {
             .map(|r| classify_set(r, plan.value.as_bytes()))
         {
             Some(Found::Taken) => KeyState::Taken,
+            Some(Found::Recognized) => KeyState::Recognized,
             Some(Found::Held) => KeyState::Held,
             _ => return Err(Error::UnexpectedReply(format!("SET NX GET: {replies:?}"))),
         };
@@ -309,8 +332,12 @@ impl ManyLockRequest {
     /// through the router. A key that cannot be given back expires after its
     /// TTL; a later attempt of this call recognises it as its own.
     async fn roll_back(&self, plan: &Plan, states: &[KeyState]) {
-        let ours = (0..plan.keys.len())
-            .filter(|&i| matches!(states[i], KeyState::Taken | KeyState::Unknown));
+        let ours = (0..plan.keys.len()).filter(|&i| {
+            matches!(
+                states[i],
+                KeyState::Taken | KeyState::Recognized | KeyState::Unknown
+            )
+        });
         let groups = self.group(plan, ours);
         if groups.is_empty() {
             return;
@@ -449,6 +476,9 @@ enum KeyState {
     Untried,
     /// Ours.
     Taken,
+    /// Ours from an earlier attempt whose rollback did not reach it: its
+    /// TTL counts from then, so it is set again before the call succeeds.
+    Recognized,
     /// Held by someone else.
     Held,
     /// Sent without an answer: perhaps ours; given back on rollback.
@@ -486,8 +516,10 @@ fn group_by_node(
 /// What one `SET … NX GET` reply says about its key.
 #[derive(Debug, PartialEq, Eq)]
 enum Found {
-    /// Nil (we set it) or our own value (an earlier attempt set it).
+    /// Nil: we set it.
     Taken,
+    /// Our own value: an earlier attempt set it.
+    Recognized,
     /// Someone else's value.
     Held,
     /// An error reply: take the key through the router.
@@ -499,7 +531,7 @@ enum Found {
 fn classify_set(reply: &Value, ours: &[u8]) -> Found {
     match reply {
         Value::Nil => Found::Taken,
-        Value::BulkString(held) if held == ours => Found::Taken,
+        Value::BulkString(held) if held == ours => Found::Recognized,
         Value::BulkString(_) => Found::Held,
         Value::ServerError(_) => Found::Reroute,
         _ => Found::Unexpected,
@@ -532,7 +564,7 @@ mod tests {
         let ours = b"00000000000000000000000000000001";
         let table = [
             (Value::Nil, Found::Taken),
-            (bulk("00000000000000000000000000000001"), Found::Taken),
+            (bulk("00000000000000000000000000000001"), Found::Recognized),
             (bulk("00000000000000000000000000000002"), Found::Held),
             (error("MOVED 3999 127.0.0.1:6381"), Found::Reroute),
             (error("ASK 3999 127.0.0.1:6381"), Found::Reroute),

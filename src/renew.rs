@@ -51,7 +51,10 @@ pub(crate) struct RenewHandle {
 }
 
 enum Msg {
-    Register(Arc<Lease>),
+    /// A lease and the schedule it was registered under (read when the
+    /// message is sent: an `extend` that starts a new schedule before the
+    /// worker reads this message makes it stale).
+    Register(Arc<Lease>, u32),
     Release(Arc<Lease>),
 }
 
@@ -60,7 +63,8 @@ impl RenewHandle {
     pub(crate) fn register(&self, lease: Arc<Lease>) {
         // A closed channel means the worker died; the lease then simply
         // expires after its TTL, and `lost()` cannot be told.
-        let _ = self.tx.send(Msg::Register(lease));
+        let schedule = lease.schedule();
+        let _ = self.tx.send(Msg::Register(lease, schedule));
     }
 
     /// Releases `lease` soon (its guard was dropped).
@@ -202,13 +206,16 @@ impl Worker {
 
     fn accept(&mut self, msg: Msg) {
         match msg {
-            Msg::Register(lease) => {
+            Msg::Register(lease, schedule) => {
+                if schedule != lease.schedule() {
+                    return; // an extend registered it again since
+                }
                 // Counted from the confirmation's send time (the lease's
                 // `valid_until`), not from now: the safe side.
                 let expires = lease.valid_until();
                 let ttl = lease.ttl();
                 self.queue.push(Due {
-                    schedule: lease.schedule(),
+                    schedule,
                     at: expires.checked_sub(ttl - ttl / 3).unwrap_or(expires),
                     expires,
                     lease,

@@ -232,6 +232,9 @@ impl LockGuard {
         let request = scripts::extend(&self.lease.key, &self.lease.value(), ttl.as_millis() as u64);
         let sent_at = Instant::now();
         self.lease.extending(sent_at, ttl);
+        // The old renewal schedule is void from here; a new one starts when
+        // this call ends, however it ends (success, error, or dropped).
+        let _reschedule = Reschedule { guard: self };
         let replies = self
             .manager
             .client()
@@ -240,10 +243,6 @@ impl LockGuard {
         if scripts::compared(&replies, "extend")? {
             self.lease.set_ttl(ttl);
             self.lease.confirm(sent_at, ttl);
-            if self.lease.auto_renew {
-                // A new schedule from this extend; the old one is dropped.
-                self.manager.register(self.lease.clone());
-            }
             Ok(())
         } else {
             self.lease.mark_lost();
@@ -291,6 +290,21 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         if self.lease.mark_released() {
             self.manager.release_in_background(self.lease.clone());
+        }
+    }
+}
+
+/// Registers an auto-renewed lease for renewal again when an `extend`
+/// ends, so that renewal follows its outcome.
+struct Reschedule<'a> {
+    guard: &'a LockGuard,
+}
+
+impl Drop for Reschedule<'_> {
+    fn drop(&mut self) {
+        let lease = &self.guard.lease;
+        if lease.auto_renew && lease.is_held() {
+            self.guard.manager.register(lease.clone());
         }
     }
 }

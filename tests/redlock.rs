@@ -35,6 +35,10 @@ async fn manager_for(seed: String) -> LockManager {
 
 async fn redlock(servers: &[StandaloneServer]) -> RedlockManager {
     let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
+    redlock_over(managers)
+}
+
+fn redlock_over(managers: Vec<LockManager>) -> RedlockManager {
     RedlockManager::builder()
         .instances(managers)
         .instance_timeout(INSTANCE_TIMEOUT)
@@ -109,11 +113,7 @@ async fn mutual_exclusion_under_contention() {
 async fn two_dead_instances_are_tolerated_three_are_not() {
     let servers = servers(5).await;
     let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
-    let mgr = RedlockManager::builder()
-        .instances(managers.clone())
-        .instance_timeout(INSTANCE_TIMEOUT)
-        .build()
-        .unwrap();
+    let mgr = redlock_over(managers.clone());
     servers[0].kill();
     servers[1].kill();
     let dead_attempts = || managers[0].client().stats().attempts;
@@ -216,11 +216,7 @@ async fn paused_instance_does_not_give_two_holders() {
 async fn renewal_extends_validity_until_it_stops() {
     let servers = servers(3).await;
     let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
-    let mgr = RedlockManager::builder()
-        .instances(managers.clone())
-        .instance_timeout(INSTANCE_TIMEOUT)
-        .build()
-        .unwrap();
+    let mgr = redlock_over(managers.clone());
     let ttl = Duration::from_millis(900);
     let guard = mgr.lock("r").ttl(ttl).try_acquire().await.unwrap().unwrap();
     let first = guard.validity_deadline();
@@ -280,11 +276,7 @@ async fn three_independent_clusters() {
         .map(|c| c.expect("cluster starts"))
         .collect();
     let managers = join_all(clusters.iter().map(|c| manager_for(c.seeds()[0].clone()))).await;
-    let mgr = RedlockManager::builder()
-        .instances(managers)
-        .instance_timeout(INSTANCE_TIMEOUT)
-        .build()
-        .unwrap();
+    let mgr = redlock_over(managers);
     for key in ["a", "b", "{x}c"] {
         let guard = mgr.lock(key).try_acquire().await.unwrap().expect("free");
         assert_eq!(guard.instances_held(), 3);

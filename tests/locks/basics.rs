@@ -42,11 +42,7 @@ async fn acquire_contend_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_server_locks() {
     let server = StandaloneServer::start().await.unwrap();
-    let mgr = shardlock::LockManager::builder()
-        .seeds([server.url()])
-        .build()
-        .await
-        .unwrap();
+    let mgr = standalone_manager(&server).await;
     let guard = mgr.lock("k").fenced().acquire().await.unwrap();
     assert!(guard.fencing_token().is_some());
     assert!(mgr.lock("k").try_acquire().await.unwrap().is_none());
@@ -66,11 +62,7 @@ async fn standalone_server_locks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_unrenewed_lease_extends() {
     let server = StandaloneServer::start().await.unwrap();
-    let mgr = shardlock::LockManager::builder()
-        .seeds([server.url()])
-        .build()
-        .await
-        .unwrap();
+    let mgr = standalone_manager(&server).await;
     let guard = mgr
         .lock("short")
         .auto_renew(false)
@@ -100,11 +92,7 @@ async fn short_unrenewed_lease_extends() {
 async fn valid_until_follows_confirmations() {
     use tokio::time::Instant;
     let server = StandaloneServer::start().await.unwrap();
-    let mgr = shardlock::LockManager::builder()
-        .seeds([server.url()])
-        .build()
-        .await
-        .unwrap();
+    let mgr = standalone_manager(&server).await;
     let ttl = Duration::from_secs(2);
     let before = Instant::now();
     let guard = mgr
@@ -143,11 +131,7 @@ async fn valid_until_follows_confirmations() {
 async fn extend_to_a_shorter_ttl_reschedules_renewal() {
     use tokio::time::Instant;
     let server = StandaloneServer::start().await.unwrap();
-    let mgr = shardlock::LockManager::builder()
-        .seeds([server.url()])
-        .build()
-        .await
-        .unwrap();
+    let mgr = standalone_manager(&server).await;
     let guard = mgr
         .lock("s")
         .ttl(Duration::from_secs(30))
@@ -175,11 +159,7 @@ async fn extend_to_a_shorter_ttl_reschedules_renewal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_release_still_releases() {
     let server = StandaloneServer::start().await.unwrap();
-    let mgr = shardlock::LockManager::builder()
-        .seeds([server.url()])
-        .build()
-        .await
-        .unwrap();
+    let mgr = standalone_manager(&server).await;
     let guard = mgr
         .lock("c")
         .ttl(Duration::from_secs(60))
@@ -201,4 +181,13 @@ async fn cancelled_release_still_releases() {
         },
     )
     .await;
+}
+
+/// A manager for one standalone server, default settings.
+async fn standalone_manager(server: &StandaloneServer) -> shardlock::LockManager {
+    shardlock::LockManager::builder()
+        .seeds([server.url()])
+        .build()
+        .await
+        .unwrap()
 }

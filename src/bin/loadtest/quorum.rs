@@ -13,6 +13,7 @@ use shardlock::{LockManager, RedlockManager};
 use crate::Failure;
 use crate::args::Args;
 use crate::cpu;
+use crate::report::ms;
 use crate::workload::{KeyChooser, NAMESPACE, Shared};
 
 /// Runs the Redlock phase, prints its lines and returns its JSON object;
@@ -87,13 +88,6 @@ pub(crate) async fn run(args: &Args, n: usize, single: &Value) -> Result<Value, 
             .map(|(b, a)| a.own.saturating_sub(b.own).as_secs_f64()),
     );
     let server_cpu = per_cycle(cpu_between(&server_before, &server_after));
-    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| {
-        if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(q) as f64 / 1e3
-        }
-    };
     let violations = shared.safety.violations();
     let report = json!({
         "instances": n,

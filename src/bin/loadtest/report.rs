@@ -40,7 +40,8 @@ pub(crate) struct Measured<'a> {
     pub(crate) plot: Option<&'a std::path::Path>,
 }
 
-fn ms(h: &Histogram<u64>, quantile: f64) -> f64 {
+/// The `quantile` of a µs histogram, in ms (0 when empty).
+pub(crate) fn ms(h: &Histogram<u64>, quantile: f64) -> f64 {
     if h.is_empty() {
         return 0.0;
     }

@@ -16,6 +16,12 @@
 //! - `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, `READONLY` and transport
 //!   failures (refused, reset, timed out) → [`Action::Refresh`]: the map may
 //!   be stale; back off, refresh, resend;
+//! - `BUSY` (a script or function runs past `busy-reply-threshold`) and
+//!   `NOREPLICAS` (fewer replicas than `min-replicas-to-write`) →
+//!   [`Action::Refresh`] too: the server refused the command before running
+//!   it, so resending after a backoff is safe and may succeed once the
+//!   script ends or the replicas are back; the refresh hint is coalesced and
+//!   costs at most one fetch;
 //! - `NOSCRIPT` → [`Action::NoScript`]: resend the script's source;
 //! - anything else → [`Action::Fail`]: the caller gets the error.
 
@@ -52,6 +58,12 @@ pub enum RetryCause {
     SlotUnassigned,
     /// The node is in reconnect backoff after failed connection attempts.
     NodeBackoff,
+    /// `BUSY`: the node is running a script or function past
+    /// `busy-reply-threshold` and refuses other commands until it ends.
+    Busy,
+    /// `NOREPLICAS`: the primary has fewer good replicas than its
+    /// `min-replicas-to-write` and refuses writes.
+    NoReplicas,
 }
 
 impl RetryCause {
@@ -70,6 +82,8 @@ impl RetryCause {
             RetryCause::TimedOut => "timeout",
             RetryCause::SlotUnassigned => "slot_unassigned",
             RetryCause::NodeBackoff => "node_backoff",
+            RetryCause::Busy => "busy",
+            RetryCause::NoReplicas => "noreplicas",
         }
     }
 }
@@ -171,6 +185,8 @@ pub fn classify_error(code: &str, detail: &str) -> Action {
         "LOADING" => Action::Refresh(RetryCause::Loading),
         "MASTERDOWN" => Action::Refresh(RetryCause::MasterDown),
         "READONLY" => Action::Refresh(RetryCause::ReadOnly),
+        "BUSY" => Action::Refresh(RetryCause::Busy),
+        "NOREPLICAS" => Action::Refresh(RetryCause::NoReplicas),
         "NOSCRIPT" => Action::NoScript,
         "WRONGPASS" | "NOAUTH" => Action::Fail(FailCause::Auth(format!("{code} {detail}"))),
         _ => Action::Fail(FailCause::Server {
@@ -318,11 +334,20 @@ mod tests {
                     message: "unknown command 'FOO'".into(),
                 }),
             ),
+            ("-BUSY", Action::Refresh(RetryCause::Busy)),
             (
-                "-BUSY",
+                "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+                Action::Refresh(RetryCause::Busy),
+            ),
+            (
+                "-NOREPLICAS Not enough good replicas to write.",
+                Action::Refresh(RetryCause::NoReplicas),
+            ),
+            (
+                "-BUSYKEY Target key name already exists.",
                 Action::Fail(FailCause::Server {
-                    code: "BUSY".into(),
-                    message: String::new(),
+                    code: "BUSYKEY".into(),
+                    message: "Target key name already exists.".into(),
                 }),
             ),
         ];

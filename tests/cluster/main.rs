@@ -12,3 +12,4 @@ mod refresh;
 mod routing;
 mod standalone;
 mod support;
+mod transient;

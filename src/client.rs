@@ -9,9 +9,8 @@ use redis::{Cmd, FromRedisValue, Value};
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::error::{Error, NodeFailureCause, Result};
+use crate::error::{Error, Result};
 use crate::node::NodePool;
-use crate::redirect::FailCause;
 use crate::refresh;
 use crate::request::Request;
 use crate::router::{Retry, Router, Shared};
@@ -31,6 +30,11 @@ impl ClientBuilder {
     /// one standalone server, as `redis://[user:password@]host:port` or
     /// `host:port`. Credentials in a URL apply to every node unless
     /// [`username`](Self::username) / [`password`](Self::password) are set.
+    ///
+    /// For a standalone server, every seed must name that one server (two
+    /// addresses of it are fine: they are told apart by `run_id`); seeds
+    /// naming two servers, or a primary and its replica, make
+    /// [`build`](Self::build) fail with [`Error::InvalidArgument`].
     pub fn seeds<I, S>(mut self, seeds: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -101,10 +105,13 @@ impl ClientBuilder {
 
     /// Checks the settings, fetches the slot map from the seeds and starts
     /// the refresher. Fails with [`Error::InvalidArgument`] for bad
-    /// settings, [`Error::Auth`] when a node refuses the credentials, and
+    /// settings or seeds that name more than one standalone server,
+    /// [`Error::Auth`] when a node refuses the credentials,
+    /// [`Error::UnsupportedServer`] when a seed runs Redis before 7.0, and
     /// [`Error::NoNodeReachable`] (naming each seed and why) when no seed
-    /// gives a usable slot map; each seed costs at most the connect plus
-    /// response timeout.
+    /// gives a usable slot map (or, for a standalone server, another seed
+    /// does not answer); each seed costs at most the connect plus response
+    /// timeout.
     pub async fn build(self) -> Result<Client> {
         if let Some(e) = self.seed_error {
             return Err(Error::InvalidArgument(e));
@@ -113,22 +120,7 @@ impl ClientBuilder {
         let config = Arc::new(self.config);
         let counters = Counters::default();
         let nodes = NodePool::new(config.clone(), counters.writes.clone());
-        let topology = match refresh::fetch(&config, &nodes, None, 0).await {
-            Ok(topology) => topology,
-            Err(failures) => {
-                let auth = failures.iter().find_map(|f| match &f.cause {
-                    NodeFailureCause::Failed(FailCause::Auth(m)) => Some((f.addr.clone(), m)),
-                    _ => None,
-                });
-                return Err(match auth {
-                    Some((addr, message)) => Error::Auth {
-                        addr,
-                        message: message.clone(),
-                    },
-                    None => Error::NoNodeReachable(failures),
-                });
-            }
-        };
+        let topology = refresh::fetch_first(&config, &nodes).await?;
         let shared = Arc::new(Shared {
             config,
             topology: ArcSwap::from_pointee(topology.with_version(1)),

@@ -67,6 +67,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A server older than shardlock supports (Redis 7.0: `SET … NX … GET`
+    /// and `CLUSTER SHARDS`), found when it was asked for the slot map.
+    #[error(
+        "{addr} runs Redis {version}; shardlock needs Redis {minimum} or later (SET NX GET, CLUSTER SHARDS)"
+    )]
+    UnsupportedServer {
+        /// The node, `host:port`.
+        addr: String,
+        /// The version it reported (or why it could not be told).
+        version: String,
+        /// The oldest supported version, `"7.0"`.
+        minimum: &'static str,
+    },
+
     /// The request's deadline passed while it was being retried; `last`
     /// names what kept it from succeeding.
     #[error("deadline exceeded after {attempts} attempt(s) in {elapsed:?}; last: {last}")]
@@ -139,6 +153,9 @@ pub enum NodeFailureCause {
     Failed(FailCause),
     /// Its topology reply could not be used.
     BadTopology(String),
+    /// It runs a server version older than the minimum (7.0); the string
+    /// is the version it reported, or why it could not be told.
+    Unsupported(String),
 }
 
 impl fmt::Display for NodeFailure {
@@ -147,6 +164,12 @@ impl fmt::Display for NodeFailure {
             NodeFailureCause::Unavailable(c) => write!(f, "{}: {c}", self.addr),
             NodeFailureCause::Failed(c) => write!(f, "{}: {c}", self.addr),
             NodeFailureCause::BadTopology(m) => write!(f, "{}: bad topology: {m}", self.addr),
+            NodeFailureCause::Unsupported(v) => write!(
+                f,
+                "{}: runs Redis {v}; Redis {} or later is needed",
+                self.addr,
+                crate::topology::server::MIN_VERSION_TEXT
+            ),
         }
     }
 }

@@ -1,8 +1,7 @@
 //! The topology refresher: the one task that fetches the slot map.
 //!
 //! A handle plus a worker. Handles ([`RefreshHandle`]) send hints; the
-//! worker fetches `CLUSTER SHARDS` (falling back to `CLUSTER SLOTS`) and
-//! swaps a new snapshot in. The worker ends when the last handle drops; if it
+//! worker fetches `CLUSTER SHARDS` and swaps a new snapshot in. The worker ends when the last handle drops; if it
 //! dies, handles report [`Error::Stopped`] instead of hanging.
 //!
 //! Single flight: hints go through a channel of capacity one, so any number
@@ -14,6 +13,22 @@
 //! starting at a rotating position so fetches spread), then the seeds. A
 //! snapshot that leaves slots unassigned is used only if no node offers a
 //! complete one.
+//!
+//! Every node asked is checked first: `HELLO` must report Redis 7.0 or
+//! later (`SET … NX … GET` and `CLUSTER SHARDS` need it; there is no
+//! `CLUSTER SLOTS` fallback), else it counts as
+//! [`NodeFailureCause::Unsupported`] and, at build, the client fails with
+//! [`Error::UnsupportedServer`].
+//!
+//! One deployment per client: at build, when a seed turns out to be a
+//! standalone server, every other seed must answer as that same server
+//! (same `run_id`; two names for one server are fine), else
+//! [`Error::InvalidArgument`] (two servers, a primary and its replica, a
+//! standalone server and a cluster node) or, if one does not answer,
+//! [`Error::NoNodeReachable`]. Afterwards a standalone client asks only
+//! the address it was built on, so it never moves to another server, and a
+//! client never switches between cluster and standalone: such an answer is
+//! a failed fetch.
 
 use std::sync::Arc;
 
@@ -24,10 +39,10 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::error::{Error, NodeFailure, NodeFailureCause, Result};
 use crate::node::NodePool;
-use crate::redirect::{Action, RetryCause, classify, classify_error};
+use crate::redirect::{Action, FailCause, RetryCause, classify, classify_error};
 use crate::router::Shared;
 use crate::stats::Counters;
-use crate::topology::Topology;
+use crate::topology::{Topology, server};
 
 /// Fetches started and completed, so callers can wait for a fresh one,
 /// and how the latest completed fetch went.
@@ -144,9 +159,115 @@ async fn run(
     }
 }
 
-/// Asks the nodes of `current`, then the seeds, for the slot map. The
-/// primaries are asked first, starting at `rotation` (mod their number), so
-/// successive fetches spread over the cluster.
+/// The first slot map, when a client is built: [`fetch`] from the seeds,
+/// and, when a standalone server answered, the check that every other seed
+/// is that same server (same `run_id`).
+///
+/// Errors: [`Error::Auth`] when a seed refused the credentials,
+/// [`Error::UnsupportedServer`] when one runs Redis before 7.0,
+/// [`Error::NoNodeReachable`] when no seed gave a usable map (or, with a
+/// standalone server, another seed did not answer), and
+/// [`Error::InvalidArgument`] when the seeds name more than one server
+/// (two standalone servers, a primary and its replica, or a standalone
+/// server and a cluster node).
+pub(crate) async fn fetch_first(config: &Config, nodes: &NodePool) -> Result<Topology> {
+    let topology = fetch(config, nodes, None, 0)
+        .await
+        .map_err(first_fetch_error)?;
+    if topology.is_standalone() {
+        same_server_everywhere(config, nodes, &topology).await?;
+    }
+    Ok(topology)
+}
+
+/// The error of a first fetch that found no usable node: the first
+/// refused credential or unsupported server, else every node's failure.
+fn first_fetch_error(failures: Vec<NodeFailure>) -> Error {
+    for f in &failures {
+        match &f.cause {
+            NodeFailureCause::Failed(FailCause::Auth(message)) => {
+                return Error::Auth {
+                    addr: f.addr.clone(),
+                    message: message.clone(),
+                };
+            }
+            NodeFailureCause::Unsupported(version) => {
+                return Error::UnsupportedServer {
+                    addr: f.addr.clone(),
+                    version: version.clone(),
+                    minimum: server::MIN_VERSION_TEXT,
+                };
+            }
+            _ => {}
+        }
+    }
+    Error::NoNodeReachable(failures)
+}
+
+/// Every seed other than the one that gave `standalone` must be that same
+/// server: a standalone server that reports the same `run_id`. Two names for
+/// one server are fine; anything else would let two clients with the same
+/// seeds in another order lock on different servers.
+async fn same_server_everywhere(
+    config: &Config,
+    nodes: &NodePool,
+    standalone: &Topology,
+) -> Result<()> {
+    let primary = standalone
+        .shards()
+        .first()
+        .map(|s| s.primary())
+        .ok_or_else(|| Error::Other("a standalone slot map without a server".into()))?;
+    let answered = primary.addr().as_ref();
+    let mut checked: Vec<&str> = vec![answered];
+    for seed in &config.seeds {
+        if checked.contains(&seed.as_str()) {
+            continue;
+        }
+        checked.push(seed);
+        let other = match fetch_from(config, nodes, seed).await {
+            Ok(other) => other,
+            Err(cause) => {
+                return Err(Error::NoNodeReachable(vec![NodeFailure {
+                    addr: seed.clone(),
+                    cause,
+                }]));
+            }
+        };
+        let other_id = other.shards().first().and_then(|s| s.primary().id());
+        if !other.is_standalone() {
+            return Err(Error::InvalidArgument(format!(
+                "seed {seed} is a cluster node but seed {answered} is a standalone server; \
+                 give the nodes of one deployment"
+            )));
+        }
+        match (primary.id(), other_id) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(a), Some(b)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "seeds {answered} and {seed} are two different standalone servers \
+                     (run_id {a} and {b}); a standalone deployment is one server: give only \
+                     its address (a replica is not a seed)"
+                )));
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "seeds {answered} and {seed} are standalone servers that cannot be told \
+                     apart (INFO server gave no run_id); give one seed"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks for the slot map. With a standalone `current`, only its server is
+/// asked (a standalone client never moves to another server: not to a
+/// replica, not to another seed); otherwise the nodes of `current`, then
+/// the seeds, primaries first starting at `rotation` (mod their number), so
+/// successive fetches spread over the cluster. Once a client has a map, an
+/// answer of the other kind (a standalone server for a cluster, or the
+/// reverse) is refused as a bad topology.
 pub(crate) async fn fetch(
     config: &Config,
     nodes: &NodePool,
@@ -154,19 +275,28 @@ pub(crate) async fn fetch(
     rotation: usize,
 ) -> Result<Topology, Vec<NodeFailure>> {
     let mut candidates: Vec<String> = Vec::new();
-    if let Some(current) = current {
-        // Primaries first (rotated), then replicas; nodes the cluster
-        // reports as failing go last.
-        let shards = current.shards();
-        let primaries = (0..shards.len()).map(|i| shards[(rotation + i) % shards.len()].primary());
-        let replicas = shards.iter().flat_map(|s| s.replicas());
-        let (healthy, failing): (Vec<_>, Vec<_>) =
-            primaries.chain(replicas).partition(|n| n.is_healthy());
-        candidates.extend(healthy.iter().chain(&failing).map(|n| n.addr().to_string()));
+    match current {
+        Some(current) if current.is_standalone() => {
+            candidates.extend(current.nodes().map(|n| n.addr().to_string()));
+        }
+        Some(current) => {
+            // Primaries first (rotated), then replicas; nodes the cluster
+            // reports as failing go last.
+            let shards = current.shards();
+            let primaries =
+                (0..shards.len()).map(|i| shards[(rotation + i) % shards.len()].primary());
+            let replicas = shards.iter().flat_map(|s| s.replicas());
+            let (healthy, failing): (Vec<_>, Vec<_>) =
+                primaries.chain(replicas).partition(|n| n.is_healthy());
+            candidates.extend(healthy.iter().chain(&failing).map(|n| n.addr().to_string()));
+        }
+        None => {}
     }
-    for seed in &config.seeds {
-        if !candidates.contains(seed) {
-            candidates.push(seed.clone());
+    if !current.is_some_and(Topology::is_standalone) {
+        for seed in &config.seeds {
+            if !candidates.contains(seed) {
+                candidates.push(seed.clone());
+            }
         }
     }
 
@@ -174,6 +304,21 @@ pub(crate) async fn fetch(
     let mut partial: Option<Topology> = None;
     for addr in candidates {
         match fetch_from(config, nodes, &addr).await {
+            Ok(topology)
+                if current.is_some_and(|c| c.is_standalone() != topology.is_standalone()) =>
+            {
+                failures.push(NodeFailure {
+                    addr,
+                    cause: NodeFailureCause::BadTopology(
+                        if topology.is_standalone() {
+                            "a standalone server answered for a cluster"
+                        } else {
+                            "a cluster node answered for a standalone server"
+                        }
+                        .into(),
+                    ),
+                });
+            }
             Ok(topology) if topology.unassigned_slots() == 0 => return Ok(topology),
             Ok(topology) => {
                 failures.push(NodeFailure {
@@ -191,7 +336,9 @@ pub(crate) async fn fetch(
     partial.ok_or(failures)
 }
 
-/// One node's view of the slot map.
+/// One node's view of the slot map, after checking its version: `HELLO`
+/// and `CLUSTER SHARDS` in one round trip; for a standalone server also
+/// `INFO server`, for its `run_id`.
 async fn fetch_from(
     config: &Config,
     nodes: &NodePool,
@@ -205,27 +352,10 @@ async fn fetch_from(
         .map_err(|e| failure(e.action()))?;
     let mut c = (*conn).clone();
 
-    let mut reply = query(&mut c, &["CLUSTER", "SHARDS"], deadline).await;
-    let mut shards_form = true;
-    if let Ok(Value::ServerError(e)) = &reply {
-        let detail = e.details().unwrap_or_default().to_ascii_lowercase();
-        if detail.contains("cluster support disabled") {
-            return Ok(Topology::standalone(addr));
-        }
-        if detail.contains("unknown subcommand") || detail.contains("unknown command") {
-            // Redis before 7.0 has no CLUSTER SHARDS.
-            reply = query(&mut c, &["CLUSTER", "SLOTS"], deadline).await;
-            shards_form = false;
-        }
-    }
-    let value = match reply {
-        Ok(Value::ServerError(e)) => {
-            return Err(failure(classify_error(
-                e.code(),
-                e.details().unwrap_or_default(),
-            )));
-        }
-        Ok(value) => value,
+    let mut pipeline = redis::pipe();
+    pipeline.cmd("HELLO").cmd("CLUSTER").arg("SHARDS");
+    let replies = match query(&mut c, &pipeline, deadline).await {
+        Ok(replies) => replies,
         Err(e) => {
             if e.is_unrecoverable_error() || e.is_connection_dropped() {
                 node.discard(&conn);
@@ -233,25 +363,72 @@ async fn fetch_from(
             return Err(failure(classify(&Err(e))));
         }
     };
-    let parsed = if shards_form {
-        Topology::from_cluster_shards(&value, addr)
-    } else {
-        Topology::from_cluster_slots(&value, addr)
+    let [hello, shards] = <[Value; 2]>::try_from(replies).map_err(|replies| {
+        NodeFailureCause::BadTopology(format!("{} replies to 2 commands", replies.len()))
+    })?;
+    check_version(&hello)?;
+    match shards {
+        Value::ServerError(e) => {
+            let detail = e.details().unwrap_or_default();
+            if detail
+                .to_ascii_lowercase()
+                .contains("cluster support disabled")
+            {
+                let run_id = run_id(&mut c, deadline).await;
+                return Ok(Topology::standalone_server(addr, run_id));
+            }
+            Err(failure(classify_error(e.code(), detail)))
+        }
+        value => Topology::from_cluster_shards(&value, addr)
+            .map_err(|e| NodeFailureCause::BadTopology(e.to_string())),
+    }
+}
+
+/// Refuses a server older than 7.0, by its `HELLO` reply; a server without
+/// `HELLO` predates 6.0.
+fn check_version(hello: &Value) -> Result<(), NodeFailureCause> {
+    let version = match hello {
+        Value::ServerError(e) => {
+            let detail = e.details().unwrap_or_default();
+            if detail.to_ascii_lowercase().contains("unknown command") {
+                return Err(NodeFailureCause::Unsupported(
+                    "before 6.0 (no HELLO command)".into(),
+                ));
+            }
+            return Err(failure(classify_error(e.code(), detail)));
+        }
+        reply => server::hello_version(reply).ok_or_else(|| {
+            NodeFailureCause::BadTopology(format!("HELLO reply without a version: {reply:?}"))
+        })?,
     };
-    parsed.map_err(|e| NodeFailureCause::BadTopology(e.to_string()))
+    if server::is_supported(&version) {
+        Ok(())
+    } else {
+        Err(NodeFailureCause::Unsupported(version))
+    }
+}
+
+/// The server's `run_id`, or `None` when `INFO server` fails or lacks it
+/// (e.g. an ACL that denies `INFO`).
+async fn run_id(conn: &mut redis::aio::MultiplexedConnection, deadline: Instant) -> Option<String> {
+    let mut pipeline = redis::pipe();
+    pipeline.cmd("INFO").arg("server");
+    let replies = query(conn, &pipeline, deadline).await.ok()?;
+    let info: String = match replies.into_iter().next()? {
+        Value::ServerError(_) => return None,
+        value => redis::from_redis_value(value).ok()?,
+    };
+    server::info_field(&info, "run_id").map(str::to_owned)
 }
 
 async fn query(
     conn: &mut redis::aio::MultiplexedConnection,
-    args: &[&str],
+    pipeline: &redis::Pipeline,
     deadline: Instant,
-) -> redis::RedisResult<Value> {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    match tokio::time::timeout_at(deadline, conn.send_packed_command(&cmd)).await {
-        Ok(reply) => reply,
+) -> redis::RedisResult<Vec<Value>> {
+    let sent = conn.send_packed_commands(pipeline, 0, pipeline.len());
+    match tokio::time::timeout_at(deadline, sent).await {
+        Ok(replies) => replies,
         Err(_) => Err(redis::RedisError::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "topology query timed out",

@@ -2,8 +2,10 @@
 //!
 //! A [`Topology`] maps each of the 16384 slots to the [`Shard`] (a primary and
 //! its replicas) that serves it. It is parsed from `CLUSTER SHARDS` (Redis
-//! 7.0+), from `CLUSTER SLOTS` as a fallback, or built for a non-cluster
-//! server with [`Topology::standalone`], where one shard owns every slot.
+//! 7.0+; the refresher uses only this form, since older servers are refused,
+//! see `server.rs`), from `CLUSTER SLOTS` (kept as a parser for tools), or
+//! built for a non-cluster server with [`Topology::standalone`] /
+//! [`Topology::standalone_server`], where one shard owns every slot.
 //!
 //! Invariants:
 //! - A snapshot is immutable once built. Readers load the current one and
@@ -25,14 +27,16 @@
 //!   `MOVED` tells where they are.
 
 mod parse;
+pub(crate) mod server;
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::slot::SLOT_COUNT;
 
-/// A Redis node: its address, its cluster node id when known, and whether the
-/// cluster last reported it healthy.
+/// A Redis node: its address, its id when known (the cluster node id; for a
+/// standalone server its `run_id`), and whether the cluster last reported it
+/// healthy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     addr: Arc<str>,
@@ -73,7 +77,8 @@ impl Node {
         Some((host, port.parse().ok()?))
     }
 
-    /// The 40-character cluster node id, when the reply gave one.
+    /// The 40-character cluster node id, when the reply gave one; for a
+    /// standalone server, its `run_id` when `INFO server` gave it.
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref()
     }
@@ -130,11 +135,17 @@ impl Topology {
     /// The snapshot of a non-cluster server at `addr`: one shard whose primary
     /// (no id, no replicas) serves every slot.
     pub fn standalone(addr: &str) -> Topology {
+        Topology::standalone_server(addr, None)
+    }
+
+    /// [`Topology::standalone`] with the server's `run_id` as the primary's
+    /// id, so two names for one server can be told apart from two servers.
+    pub fn standalone_server(addr: &str, run_id: Option<String>) -> Topology {
         Topology {
             version: 0,
             standalone: true,
             shards: vec![Shard {
-                primary: Node::new(addr, None),
+                primary: Node::new(addr, run_id),
                 replicas: Vec::new(),
                 slot_ranges: vec![(0, SLOT_COUNT - 1)],
             }],

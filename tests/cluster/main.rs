@@ -13,3 +13,4 @@ mod routing;
 mod standalone;
 mod support;
 mod transient;
+mod version;

@@ -241,6 +241,11 @@ impl Client {
         &self.router
     }
 
+    /// The seeds, as `host:port`.
+    pub(crate) fn seeds(&self) -> &[String] {
+        &self.router.shared.config.seeds
+    }
+
     /// The response timeout of one attempt.
     pub(crate) fn response_timeout(&self) -> Duration {
         self.router.shared.config.response_timeout

@@ -262,7 +262,8 @@ async fn extend_needs_a_majority() {
 }
 
 /// Three independent small clusters (3 primaries each) work as Redlock
-/// instances: one holder at a time, released on all three.
+/// instances: one holder at a time, released on all three; one cluster
+/// reached through two different seeds is refused as two instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_independent_clusters() {
     let spec = || ClusterSpec {
@@ -276,6 +277,15 @@ async fn three_independent_clusters() {
         .map(|c| c.expect("cluster starts"))
         .collect();
     let managers = join_all(clusters.iter().map(|c| manager_for(c.seeds()[0].clone()))).await;
+    let twice = vec![
+        managers[0].clone(),
+        manager_for(clusters[0].seeds()[1].clone()).await,
+        managers[1].clone(),
+    ];
+    assert_same_deployment(
+        RedlockManager::builder().instances(twice).build(),
+        "address",
+    );
     let mgr = redlock_over(managers);
     for key in ["a", "b", "{x}c"] {
         let guard = mgr.lock(key).try_acquire().await.unwrap().expect("free");
@@ -290,6 +300,53 @@ async fn three_independent_clusters() {
             .expect("free again");
         again.release().await.unwrap();
     }
+}
+
+/// Asserts a Redlock build was refused for instances 0 and 1 reaching one
+/// deployment, found by `how`.
+fn assert_same_deployment(built: shardlock::Result<RedlockManager>, how: &str) {
+    match built {
+        Err(Error::InvalidArgument(m)) => {
+            assert!(m.contains("instances 0 and 1"), "{m}");
+            assert!(m.contains("same deployment") && m.contains(how), "{m}");
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+/// One deployment is never counted twice: the same manager twice, two
+/// managers for one server under two names (`127.0.0.1:p`, `localhost:p`),
+/// or with the same seed, are refused; three distinct servers build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_instances_are_refused() {
+    let servers = servers(3).await;
+    let m0 = manager_for(servers[0].url()).await;
+    let m1 = manager_for(servers[1].url()).await;
+    let m2 = manager_for(servers[2].url()).await;
+    let port = servers[0].addr().rsplit_once(':').unwrap().1.to_owned();
+    let alias = manager_for(format!("redis://localhost:{port}")).await;
+    let same_seed = manager_for(servers[0].url()).await;
+    let cases = [
+        ([m0.clone(), m0.clone(), m1.clone()], "address"),
+        ([m0.clone(), alias, m1.clone()], "server id"),
+        ([m0.clone(), same_seed, m1.clone()], "address"),
+    ];
+    for (instances, how) in cases {
+        assert_same_deployment(RedlockManager::builder().instances(instances).build(), how);
+    }
+    let distinct = RedlockManager::builder()
+        .instances([m0, m1, m2])
+        .build()
+        .unwrap();
+    assert_eq!(distinct.instances(), 3);
+    let guard = distinct
+        .lock("dup")
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(guard.instances_held(), 3);
+    guard.release().await.unwrap();
 }
 
 /// Bad settings and requests are refused with `InvalidArgument` before

@@ -1,7 +1,10 @@
 //! Redlock: one lease held by a majority of independent Redis deployments.
 //!
 //! [`RedlockManager`] is built from N independent [`LockManager`]s (each a
-//! cluster or a standalone server; N odd, at least 3). An acquire tries the
+//! cluster or a standalone server; N odd, at least 3; no two reaching the
+//! same deployment, told apart by seed and node addresses, cluster node ids
+//! and standalone `run_id`s, see [`RedlockManagerBuilder::build`]). An
+//! acquire tries the
 //! same key with the same token on all N at once, each cut off after a
 //! short per-instance timeout, and succeeds when a majority took it AND the
 //! lease's validity is still ahead: `sent + ttl - drift`, with `drift = ttl
@@ -65,7 +68,8 @@ pub struct RedlockManagerBuilder {
 impl RedlockManagerBuilder {
     /// The independent deployments, one [`LockManager`] each (an odd
     /// number, at least 3). Their own settings (namespace, TTL limits,
-    /// renewal) apply on each.
+    /// renewal) apply on each. No two may reach the same deployment (see
+    /// [`build`](Self::build)).
     pub fn instances(mut self, managers: impl IntoIterator<Item = LockManager>) -> Self {
         self.instances.extend(managers);
         self
@@ -88,8 +92,16 @@ impl RedlockManagerBuilder {
     }
 
     /// Checks the settings. [`Error::InvalidArgument`] for an even number
-    /// of instances, fewer than 3, a drift factor outside `[0, 0.5)`, or a
-    /// zero instance timeout.
+    /// of instances, fewer than 3, two instances that reach the same
+    /// deployment, a drift factor outside `[0, 0.5)`, or a zero instance
+    /// timeout.
+    ///
+    /// Two instances are the same deployment when they share a seed
+    /// address, a node address of their slot maps, or a server identity
+    /// learnt when they connected: a cluster node id, or a standalone
+    /// server's `run_id` (so `127.0.0.1:p` and `localhost:p` are one
+    /// server). One deployment counted twice would vote twice: its second
+    /// `SET` recognises its own token.
     pub fn build(self) -> Result<RedlockManager> {
         let n = self.instances.len();
         if n < 3 || n.is_multiple_of(2) {
@@ -97,6 +109,7 @@ impl RedlockManagerBuilder {
                 "Redlock needs an odd number of instances, at least 3; got {n}"
             )));
         }
+        distinct_deployments(&self.instances)?;
         if !(0.0..0.5).contains(&self.drift_factor) {
             return Err(Error::InvalidArgument(format!(
                 "drift_factor {} is outside [0, 0.5)",
@@ -117,6 +130,44 @@ impl RedlockManagerBuilder {
             }),
         })
     }
+}
+
+/// What identifies the deployment a manager reaches: its seeds, the node
+/// addresses of its slot map, and the node ids (cluster node ids, or a
+/// standalone server's `run_id`).
+fn deployment_marks(manager: &LockManager) -> Vec<String> {
+    let client = manager.client();
+    let topology = client.topology();
+    let mut marks: Vec<String> = client
+        .seeds()
+        .iter()
+        .map(|seed| format!("address {seed}"))
+        .collect();
+    for node in topology.nodes() {
+        marks.push(format!("address {}", node.addr()));
+        if let Some(id) = node.id() {
+            marks.push(format!("server id {id}"));
+        }
+    }
+    marks.sort_unstable();
+    marks.dedup();
+    marks
+}
+
+/// Refuses two instances that reach one deployment.
+fn distinct_deployments(instances: &[LockManager]) -> Result<()> {
+    let marks: Vec<Vec<String>> = instances.iter().map(deployment_marks).collect();
+    for (i, a) in marks.iter().enumerate() {
+        for (j, b) in marks.iter().enumerate().skip(i + 1) {
+            if let Some(shared) = a.iter().find(|m| b.binary_search(m).is_ok()) {
+                return Err(Error::InvalidArgument(format!(
+                    "Redlock instances {i} and {j} reach the same deployment (both have {shared}); \
+                     each instance must be an independent deployment"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Locks held by a majority of independent deployments. Cheap to clone.

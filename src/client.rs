@@ -62,32 +62,37 @@ impl ClientBuilder {
         self
     }
 
-    /// Limit for opening one connection, handshake included (default 1 s).
+    /// Limit for opening one connection, handshake included (default 1 s;
+    /// above zero, at most one day, else [`build`](Self::build) fails with
+    /// [`Error::InvalidArgument`]).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
         self
     }
 
-    /// Limit for one reply (default 1 s); a timed-out attempt is retried
-    /// within the request's deadline.
+    /// Limit for one reply (default 1 s; above zero, at most one day); a
+    /// timed-out attempt is retried within the request's deadline.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.config.response_timeout = timeout;
         self
     }
 
-    /// Default deadline of one request, retries included (default 5 s).
+    /// Default deadline of one request, retries included (default 5 s;
+    /// above zero, at most one day).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.config.request_timeout = timeout;
         self
     }
 
-    /// How often the slot map is fetched even without hints (default 10 s).
+    /// How often the slot map is fetched even without hints (default 10 s;
+    /// above zero, at most one day).
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
         self.config.refresh_interval = interval;
         self
     }
 
-    /// Least time between two hint-triggered fetches (default 100 ms).
+    /// Least time between two hint-triggered fetches (default 100 ms; zero
+    /// is allowed, at most one day).
     pub fn refresh_min_gap(mut self, gap: Duration) -> Self {
         self.config.refresh_min_gap = gap;
         self

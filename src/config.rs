@@ -7,6 +7,9 @@ use redis::{ConnectionAddr, IntoConnectionInfo};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 
+/// The longest timeout or interval a client accepts: one day.
+pub(crate) const MAX_SETTING: Duration = Duration::from_secs(24 * 3600);
+
 /// Settings for a [`Client`](crate::Client); built by [`ClientBuilder`](crate::ClientBuilder).
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -68,6 +71,7 @@ impl Config {
                 "no seed nodes: give at least one `redis://host:port`".into(),
             ));
         }
+        // Every bound keeps `Instant + setting` far from overflow.
         let positive = [
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
@@ -78,11 +82,17 @@ impl Config {
             if value.is_zero() {
                 return Err(Error::InvalidArgument(format!("{name} must be above zero")));
             }
-            if value > Duration::from_secs(24 * 3600) {
+            if value > MAX_SETTING {
                 return Err(Error::InvalidArgument(format!(
                     "{name} of {value:?} is above one day; that is almost certainly a unit mistake"
                 )));
             }
+        }
+        if self.refresh_min_gap > MAX_SETTING {
+            return Err(Error::InvalidArgument(format!(
+                "refresh_min_gap of {:?} is above one day; that is almost certainly a unit mistake",
+                self.refresh_min_gap
+            )));
         }
         Ok(())
     }
@@ -193,6 +203,13 @@ mod tests {
         );
         c.response_timeout = Duration::from_secs(7 * 24 * 3600);
         assert!(matches!(c.validate(), Err(Error::InvalidArgument(m)) if m.contains("one day")));
+        c.response_timeout = Duration::from_secs(1);
+        c.refresh_min_gap = Duration::ZERO;
+        c.validate().unwrap();
+        c.refresh_min_gap = MAX_SETTING + Duration::from_nanos(1);
+        assert!(
+            matches!(c.validate(), Err(Error::InvalidArgument(m)) if m.contains("refresh_min_gap"))
+        );
     }
 
     /// Addresses split at the last colon.

@@ -418,3 +418,89 @@ async fn bad_input_is_refused() {
     let sent_after: u64 = managers.iter().map(|m| m.client().stats().attempts).sum();
     assert_eq!(sent_before, sent_after, "nothing was sent");
 }
+
+/// Redlock's durations: `instance_timeout` of zero, `Duration::MAX` or not
+/// below the instances' max_ttl is refused at build; a request TTL or an
+/// extend of zero, `Duration::MAX` or above max_ttl is `InvalidArgument`
+/// (never a panic, never `NotHeld`); any wait works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_duration_is_checked() {
+    let servers = servers(3).await;
+    let max = Duration::from_secs(60);
+    let managers = join_all(servers.iter().map(|s| {
+        LockManager::builder()
+            .seeds([s.url()])
+            .namespace("rl:")
+            .max_ttl(max)
+            .build()
+    }))
+    .await
+    .into_iter()
+    .map(|m| m.unwrap())
+    .collect::<Vec<_>>();
+    let builder = || RedlockManager::builder().instances(managers.clone());
+    for (timeout, needle) in [
+        (Duration::ZERO, "above zero"),
+        (Duration::MAX, "max_ttl (60s)"),
+        (max, "max_ttl (60s)"),
+    ] {
+        match builder().instance_timeout(timeout).build() {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("instance_timeout({timeout:?}): {other:?}"),
+        }
+    }
+    builder()
+        .instance_timeout(max - Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let mgr = builder()
+        .instance_timeout(INSTANCE_TIMEOUT)
+        .build()
+        .unwrap();
+    let held = mgr
+        .lock("held")
+        .ttl(max)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    for ttl in [Duration::ZERO, Duration::MAX, max + Duration::from_nanos(1)] {
+        for (what, result) in [
+            (
+                "try_acquire",
+                mgr.lock("k").ttl(ttl).try_acquire().await.map(|_| ()),
+            ),
+            (
+                "acquire",
+                mgr.lock("k")
+                    .ttl(ttl)
+                    .wait(Duration::MAX)
+                    .acquire()
+                    .await
+                    .map(|_| ()),
+            ),
+            ("extend", held.extend(ttl).await),
+        ] {
+            assert!(
+                matches!(result, Err(Error::InvalidArgument(_))),
+                "{what} ttl({ttl:?}): {result:?}"
+            );
+        }
+    }
+    assert!(!held.is_lost(), "refused extends leave the lease alone");
+    held.extend(max).await.unwrap();
+    for wait in [Duration::ZERO, Duration::MAX] {
+        let guard = mgr.lock("free").wait(wait).acquire().await.unwrap();
+        guard.release().await.unwrap();
+    }
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(300),
+        mgr.lock("held").wait(Duration::MAX).acquire(),
+    )
+    .await;
+    assert!(
+        waiting.is_err(),
+        "wait(MAX) on a held lock ended: {waiting:?}"
+    );
+    held.release().await.unwrap();
+}

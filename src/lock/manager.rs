@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::class::KeyClasses;
 use super::guard::Lease;
 use super::many::ManyLockRequest;
@@ -11,6 +13,24 @@ use crate::client::{Client, ClientBuilder};
 use crate::error::{Error, Result};
 use crate::renew::{self, RenewHandle};
 use crate::slot::{key_slot, slot_tag};
+
+/// The shortest lease: `PX` counts whole milliseconds.
+const MIN_TTL: Duration = Duration::from_millis(1);
+
+/// The longest `max_ttl`: 2³² − 1 ms.
+const MAX_TTL_LIMIT: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// Where a wait of `wait` that starts at `started` ends. Any length is
+/// accepted: one beyond the clock's range (e.g. `Duration::MAX`) ends a
+/// century on, which is never in practice.
+pub(crate) fn wait_deadline(started: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let wait = wait.min(CENTURY);
+    started
+        .checked_add(wait)
+        .or_else(|| started.checked_add(wait / 1000))
+        .unwrap_or(started)
+}
 
 /// Builds a [`LockManager`]: the connection settings of a [`ClientBuilder`]
 /// plus the lock settings.
@@ -119,13 +139,16 @@ impl LockManagerBuilder {
         self
     }
 
-    /// Lease length when a request sets none (default 10 s).
+    /// Lease length when a request sets none (default 10 s; at least 1 ms
+    /// and at most `max_ttl`, else [`build`](Self::build) fails with
+    /// [`Error::InvalidArgument`]).
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.settings.default_ttl = ttl;
         self
     }
 
-    /// Longest lease a request may ask for (default 1 hour).
+    /// Longest lease a request may ask for (default 1 hour; at least 1 ms,
+    /// at most 2³² − 1 ms ≈ 49.7 days).
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
         self.settings.max_ttl = ttl;
         self
@@ -143,9 +166,10 @@ impl LockManagerBuilder {
         self
     }
 
-    /// How often the renewal task looks for leases due (default 100 ms).
-    /// An auto-renewed lease is renewed when a third of its TTL has passed,
-    /// so its TTL must be at least three intervals.
+    /// How often the renewal task looks for leases due (default 100 ms;
+    /// above zero and at most `max_ttl / 3`). An auto-renewed lease is
+    /// renewed when a third of its TTL has passed, so its TTL must be at
+    /// least three intervals.
     pub fn renew_interval(mut self, interval: Duration) -> Self {
         self.settings.renew_interval = interval;
         self
@@ -221,11 +245,32 @@ impl Settings {
                 self.namespace, self.fence_namespace
             ));
         }
-        if self.renew_interval.is_zero() || self.renew_chunk == 0 {
-            return invalid("renew_interval and renew_chunk must be above zero".into());
+        if self.renew_chunk == 0 {
+            return invalid("renew_chunk must be above zero".into());
         }
-        if self.max_ttl > Duration::from_millis(u32::MAX.into()) {
-            return invalid(format!("max_ttl {:?} is above 49 days", self.max_ttl));
+        // The bounds below keep every `Instant + setting` (and `3 ×
+        // renew_interval`) far from overflow.
+        if self.max_ttl > MAX_TTL_LIMIT {
+            return invalid(format!(
+                "max_ttl {:?} is above 49 days (2^32 - 1 ms)",
+                self.max_ttl
+            ));
+        }
+        if self.max_ttl < MIN_TTL {
+            return invalid(format!("max_ttl {:?} is below 1ms", self.max_ttl));
+        }
+        if self.default_ttl < MIN_TTL || self.default_ttl > self.max_ttl {
+            return invalid(format!(
+                "default_ttl {:?} is outside 1ms..=max_ttl ({:?})",
+                self.default_ttl, self.max_ttl
+            ));
+        }
+        if self.renew_interval.is_zero() || self.renew_interval > self.max_ttl / 3 {
+            return invalid(format!(
+                "renew_interval {:?} is outside (0, max_ttl / 3 = {:?}]: an auto-renewed lease needs a TTL of at least three intervals",
+                self.renew_interval,
+                self.max_ttl / 3
+            ));
         }
         if self.max_key_len == 0 || self.max_keys == 0 {
             return invalid("max_key_len and max_keys must be above zero".into());
@@ -335,13 +380,15 @@ impl LockManager {
         Ok(full.into_boxed_slice())
     }
 
-    /// Checks a lease length.
+    /// Checks a lease length: at least 1 ms (three renewal intervals when
+    /// auto-renewed), at most `max_ttl`. Every TTL a request or an extend
+    /// takes passes here first, so `Instant + ttl` cannot overflow.
     pub(crate) fn check_ttl(&self, ttl: Duration, auto_renew: bool) -> Result<()> {
         let settings = &self.inner.settings;
         let floor = if auto_renew {
-            settings.renew_interval * 3
+            settings.renew_interval.saturating_mul(3)
         } else {
-            Duration::from_millis(1)
+            MIN_TTL
         };
         if ttl < floor {
             return Err(Error::InvalidArgument(format!(
@@ -490,6 +537,34 @@ mod tests {
                     ..ok.clone()
                 },
                 "max_keys",
+            ),
+            (
+                Settings {
+                    default_ttl: ok.max_ttl + Duration::from_nanos(1),
+                    ..ok.clone()
+                },
+                "default_ttl",
+            ),
+            (
+                Settings {
+                    max_ttl: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "max_ttl",
+            ),
+            (
+                Settings {
+                    renew_interval: Duration::MAX,
+                    ..ok.clone()
+                },
+                "renew_interval",
+            ),
+            (
+                Settings {
+                    renew_interval: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "renew_interval",
             ),
         ];
         for (settings, needle) in cases {

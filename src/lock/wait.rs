@@ -31,7 +31,7 @@ where
     Fut: Future<Output = Result<Option<T>>>,
 {
     let started = Instant::now();
-    let wait_until = wait.map(|w| started + w);
+    let wait_until = wait.map(|w| super::wait_deadline(started, w));
     let mut attempts = 0;
     loop {
         let tried = attempt().await;

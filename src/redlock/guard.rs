@@ -25,6 +25,8 @@ pub struct RedlockGuard {
     guards: Vec<Option<LockGuard>>,
     /// Set by `release`, so that drop does not release again.
     released: bool,
+    /// Whether the instances renew it (decides the TTL floor of `extend`).
+    auto_renew: bool,
 }
 
 impl RedlockGuard {
@@ -33,6 +35,7 @@ impl RedlockGuard {
         key: Vec<u8>,
         token: u128,
         guards: Vec<Option<LockGuard>>,
+        auto_renew: bool,
     ) -> RedlockGuard {
         RedlockGuard {
             manager,
@@ -40,6 +43,7 @@ impl RedlockGuard {
             token,
             guards,
             released: false,
+            auto_renew,
         }
     }
 
@@ -103,7 +107,13 @@ impl RedlockGuard {
     /// parallel. Succeeds when a majority confirmed it and validity is left
     /// (`sent + ttl - drift` still ahead); otherwise [`Error::NotHeld`] and
     /// the lease is no longer trusted beyond its current deadline.
+    /// [`Error::InvalidArgument`], before anything is sent, for a `ttl` not
+    /// above the drift allowance or refused by any instance's TTL checks
+    /// (above its `max_ttl`, or below its floor).
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        for manager in self.manager.managers() {
+            manager.check_ttl(ttl, self.auto_renew)?;
+        }
         let drift = validity::drift(ttl, self.manager.drift_factor());
         if ttl <= drift {
             return Err(Error::InvalidArgument(format!(

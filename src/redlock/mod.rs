@@ -84,8 +84,10 @@ impl RedlockManagerBuilder {
     }
 
     /// How long one instance may take to answer one acquire, extend or
-    /// release before it counts as unavailable (default 100 ms). Keep it a
-    /// small part of the TTL: time spent waiting comes off the validity.
+    /// release before it counts as unavailable (default 100 ms; above zero
+    /// and below every instance's `max_ttl`, else [`build`](Self::build)
+    /// fails with [`Error::InvalidArgument`]). Keep it a small part of the
+    /// TTL: time spent waiting comes off the validity.
     pub fn instance_timeout(mut self, timeout: Duration) -> Self {
         self.instance_timeout = timeout;
         self
@@ -93,8 +95,9 @@ impl RedlockManagerBuilder {
 
     /// Checks the settings. [`Error::InvalidArgument`] for an even number
     /// of instances, fewer than 3, two instances that reach the same
-    /// deployment, a drift factor outside `[0, 0.5)`, or a zero instance
-    /// timeout.
+    /// deployment, a drift factor outside `[0, 0.5)`, or an instance
+    /// timeout of zero or not below every instance's `max_ttl` (no lease
+    /// could then keep any validity).
     ///
     /// Two instances are the same deployment when they share a seed
     /// address, a node address of their slot maps, or a server identity
@@ -120,6 +123,18 @@ impl RedlockManagerBuilder {
             return Err(Error::InvalidArgument(
                 "instance_timeout must be above zero".into(),
             ));
+        }
+        let shortest_max_ttl = self
+            .instances
+            .iter()
+            .map(|m| m.settings().max_ttl)
+            .min()
+            .unwrap_or_default();
+        if self.instance_timeout >= shortest_max_ttl {
+            return Err(Error::InvalidArgument(format!(
+                "instance_timeout {:?} is not below the instances' max_ttl ({shortest_max_ttl:?})",
+                self.instance_timeout
+            )));
         }
         Ok(RedlockManager {
             inner: Arc::new(Inner {
@@ -267,14 +282,17 @@ enum Attempt {
 
 impl RedlockRequest {
     /// Lease length (default: the first instance's `default_ttl`). It must
-    /// exceed the drift allowance and pass every instance's TTL checks.
+    /// exceed the drift allowance plus the instance timeout and pass every
+    /// instance's TTL checks (at most its `max_ttl`), else the acquire fails
+    /// with [`Error::InvalidArgument`] before anything is sent.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
     }
 
     /// How long [`acquire`](Self::acquire) may keep trying while the lock
-    /// is held elsewhere (default: one attempt).
+    /// is held elsewhere (default: one attempt). Any length is accepted;
+    /// one beyond the clock's range waits without end.
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
@@ -307,7 +325,7 @@ impl RedlockRequest {
     pub async fn acquire(self) -> Result<RedlockGuard> {
         let ttl = self.checked_ttl()?;
         let started = Instant::now();
-        let until = self.wait.map(|w| started + w);
+        let until = self.wait.map(|w| crate::lock::wait_deadline(started, w));
         loop {
             if let Attempt::Acquired(guard) = self.attempt(ttl).await? {
                 return Ok(guard);
@@ -336,7 +354,7 @@ impl RedlockRequest {
             manager.full_key(&self.key)?;
         }
         let drift = validity::drift(ttl, self.manager.drift_factor());
-        if ttl <= drift + self.manager.instance_timeout() {
+        if ttl <= drift.saturating_add(self.manager.instance_timeout()) {
             return Err(Error::InvalidArgument(format!(
                 "ttl {ttl:?} leaves no validity after the drift allowance ({drift:?}) and the instance timeout ({:?})",
                 self.manager.instance_timeout()
@@ -384,6 +402,7 @@ impl RedlockRequest {
                 self.key.clone(),
                 token,
                 guards,
+                self.auto_renew,
             )));
         }
         // Give back everything, on every instance: also those that did not

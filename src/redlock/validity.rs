@@ -14,15 +14,18 @@ use tokio::time::Instant;
 /// Fixed part of the drift allowance (Redlock's customary 2 ms).
 pub const DRIFT_FLOOR: Duration = Duration::from_millis(2);
 
-/// `ttl × drift_factor + 2 ms`.
+/// `ttl × drift_factor + 2 ms`, saturating (`drift_factor` is in `[0,
+/// 0.5)`, checked when the manager is built, so `mul_f64` cannot panic).
 pub(crate) fn drift(ttl: Duration, drift_factor: f64) -> Duration {
-    ttl.mul_f64(drift_factor) + DRIFT_FLOOR
+    ttl.mul_f64(drift_factor).saturating_add(DRIFT_FLOOR)
 }
 
 /// Until when a lease confirmed by requests sent at `sent` for `ttl` may
-/// be trusted; `sent` itself when the drift eats the whole TTL.
+/// be trusted; `sent` itself when the drift eats the whole TTL, or when the
+/// sum is beyond the clock's range (never later than the truth).
 pub(crate) fn deadline(sent: Instant, ttl: Duration, drift_factor: f64) -> Instant {
-    sent + ttl.saturating_sub(drift(ttl, drift_factor))
+    sent.checked_add(ttl.saturating_sub(drift(ttl, drift_factor)))
+        .unwrap_or(sent)
 }
 
 /// The deadline a quorum of instances gives: with each instance's own

@@ -82,7 +82,8 @@ mod tests {
     /// Versions parse by their leading digits; 7.0 and later are supported.
     #[test]
     fn versions_table() {
-        let table: &[(&str, Option<(u64, u64, u64)>, bool)] = &[
+        type Version = Option<(u64, u64, u64)>;
+        let table: &[(&str, Version, bool)] = &[
             ("7.0.15", Some((7, 0, 15)), true),
             ("7.0.0", Some((7, 0, 0)), true),
             ("7.2.4", Some((7, 2, 4)), true),

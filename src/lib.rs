@@ -65,7 +65,8 @@
 //! I/O-free core (table-tested with literal replies):
 //! - [`slot`]: `key_slot`, the hash-tag rule, one short hash tag per slot.
 //! - [`topology`]: the immutable slot-map snapshot and its parsers for
-//!   `CLUSTER SHARDS` / `CLUSTER SLOTS`, RESP2 and RESP3.
+//!   `CLUSTER SHARDS` / `CLUSTER SLOTS`, RESP2 and RESP3; `topology/server.rs`
+//!   reads a server's version (`HELLO`, 7.0 or later required) and `run_id`.
 //! - [`redirect`]: `classify`, the retry decision for one reply, as data.
 //! - `backoff`, `config`, `request`, `stats`: the backoff policy, settings,
 //!   what is sent ([`Request`], [`Script`]), routing counters.

@@ -1,8 +1,9 @@
 //! The topology refresher: the one task that fetches the slot map.
 //!
 //! A handle plus a worker. Handles ([`RefreshHandle`]) send hints; the
-//! worker fetches `CLUSTER SHARDS` and swaps a new snapshot in. The worker ends when the last handle drops; if it
-//! dies, handles report [`Error::Stopped`] instead of hanging.
+//! worker fetches `CLUSTER SHARDS` and swaps a new snapshot in. The worker
+//! ends when the last handle drops; if it dies, handles report
+//! [`Error::Stopped`] instead of hanging.
 //!
 //! Single flight: hints go through a channel of capacity one, so any number
 //! of hints sent while a fetch is pending or running cost at most one more
@@ -166,7 +167,8 @@ async fn run(
 /// Errors: [`Error::Auth`] when a seed refused the credentials,
 /// [`Error::UnsupportedServer`] when one runs Redis before 7.0,
 /// [`Error::NoNodeReachable`] when no seed gave a usable map (or, with a
-/// standalone server, another seed did not answer), and
+/// standalone server, another seed did not answer; a refusal of our
+/// credentials or an old version there is reported as above), and
 /// [`Error::InvalidArgument`] when the seeds name more than one server
 /// (two standalone servers, a primary and its replica, or a standalone
 /// server and a cluster node).
@@ -228,7 +230,7 @@ async fn same_server_everywhere(
         let other = match fetch_from(config, nodes, seed).await {
             Ok(other) => other,
             Err(cause) => {
-                return Err(Error::NoNodeReachable(vec![NodeFailure {
+                return Err(first_fetch_error(vec![NodeFailure {
                     addr: seed.clone(),
                     cause,
                 }]));

@@ -11,10 +11,14 @@
 //! - After a failed attempt, callers fail fast with
 //!   [`RetryCause::NodeBackoff`] until the backoff delay has passed, so a dead
 //!   node costs one connection attempt per delay, not one per request.
+//! - Nothing here is bound to one tokio runtime: a connection whose driver
+//!   task died with its runtime fails its next request as dropped and is
+//!   replaced, and a batching worker that died with its runtime is started
+//!   again on the next caller's runtime.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::MultiplexedConnection;
@@ -122,8 +126,11 @@ pub(crate) struct Node {
     conn: ArcSwapOption<MultiplexedConnection>,
     /// Held only by the one caller making a connection attempt.
     gate: tokio::sync::Mutex<Reconnect>,
-    /// Started on first use (from within the runtime); stops with the node.
-    batcher: OnceLock<Batcher>,
+    /// Started on first use (from within the runtime); stops with the node,
+    /// or with its runtime, and is then started again on the next caller's.
+    batcher: ArcSwapOption<Batcher>,
+    /// Held by the one caller starting a batcher.
+    respawn: Mutex<()>,
     writes: Arc<AtomicU64>,
 }
 
@@ -142,7 +149,8 @@ impl Node {
             config,
             conn: ArcSwapOption::empty(),
             gate: tokio::sync::Mutex::new(Reconnect::default()),
-            batcher: OnceLock::new(),
+            batcher: ArcSwapOption::empty(),
+            respawn: Mutex::new(()),
             writes,
         }
     }
@@ -152,10 +160,21 @@ impl Node {
         &self.addr
     }
 
-    /// The worker that batches this node's requests (see [`Batcher`]).
-    pub(crate) fn batcher(&self) -> &Batcher {
-        self.batcher
-            .get_or_init(|| Batcher::spawn(self.writes.clone()))
+    /// The worker that batches this node's requests (see [`Batcher`]),
+    /// started on the caller's runtime if there is none or the one there
+    /// is stopped (its runtime shut down). Must be called from within a
+    /// runtime.
+    pub(crate) fn batcher(&self) -> Arc<Batcher> {
+        if let Some(batcher) = self.batcher.load_full().filter(|b| !b.is_stopped()) {
+            return batcher;
+        }
+        let _respawn = self.respawn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(batcher) = self.batcher.load_full().filter(|b| !b.is_stopped()) {
+            return batcher;
+        }
+        let batcher = Arc::new(Batcher::spawn(self.writes.clone()));
+        self.batcher.store(Some(batcher.clone()));
+        batcher
     }
 
     /// A live connection, connecting first if there is none.

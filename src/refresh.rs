@@ -47,6 +47,12 @@ pub(crate) struct RefreshHandle {
 }
 
 impl RefreshHandle {
+    /// True once the worker has ended: the runtime it ran on shut down (or
+    /// it panicked). See [`crate::router::Router::refresher`].
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.hints.is_closed()
+    }
+
     /// Asks for a fetch soon. Hints that arrive while one is pending are
     /// merged into it.
     pub(crate) fn request(&self, counters: &Counters) -> Result<()> {

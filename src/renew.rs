@@ -3,7 +3,11 @@
 //!
 //! A handle plus a worker. Guards register their lease when acquired and
 //! send it back for release when dropped; the worker ends when every
-//! handle (the manager and all its guards) is gone.
+//! handle (the manager and all its guards) is gone. It runs on the runtime
+//! that started it; if that runtime shuts down while the manager lives on,
+//! the next registration or release (made from within another runtime)
+//! starts a new worker there, and the leases the old one had expire by
+//! their TTL.
 //!
 //! Each tick (every `renew_interval`) the worker takes the leases due — a
 //! lease is due once a third of its TTL has passed since its last renewal —
@@ -29,10 +33,11 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::future::{BoxFuture, join_all};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
@@ -46,7 +51,14 @@ use crate::scripts;
 
 /// Sends leases to the renewal worker.
 pub(crate) struct RenewHandle {
-    tx: mpsc::UnboundedSender<Msg>,
+    /// Replaced only when its worker has ended (see [`RenewHandle::send`]).
+    tx: ArcSwap<mpsc::UnboundedSender<Msg>>,
+    /// Held by the one caller replacing a stopped worker.
+    respawn: Mutex<()>,
+    /// What a replacement worker is started with.
+    client: Client,
+    interval: Duration,
+    chunk: usize,
     paused: Arc<AtomicBool>,
 }
 
@@ -61,15 +73,34 @@ enum Msg {
 impl RenewHandle {
     /// Starts renewing `lease`.
     pub(crate) fn register(&self, lease: Arc<Lease>) {
-        // A closed channel means the worker died; the lease then simply
-        // expires after its TTL, and `lost()` cannot be told.
         let schedule = lease.schedule();
-        let _ = self.tx.send(Msg::Register(lease, schedule));
+        self.send(Msg::Register(lease, schedule));
     }
 
     /// Releases `lease` soon (its guard was dropped).
     pub(crate) fn release(&self, lease: Arc<Lease>) {
-        let _ = self.tx.send(Msg::Release(lease));
+        self.send(Msg::Release(lease));
+    }
+
+    /// Hands `msg` to the worker. The worker runs on the runtime that
+    /// started it and ends when that runtime shuts down; the next message
+    /// (sent from within another runtime) starts a new worker there. The
+    /// leases the old worker had are not renewed any more: they expire by
+    /// their TTL. Outside any runtime the message is dropped (the lease
+    /// then expires by its TTL too).
+    fn send(&self, msg: Msg) {
+        let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg) else {
+            return;
+        };
+        let _respawn = self.respawn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            tracing::debug!("the renewal task stopped with its runtime; starting it again");
+            let tx = start(&self.client, self.interval, self.chunk, &self.paused);
+            let _ = tx.send(msg);
+            self.tx.store(Arc::new(tx));
+        }
     }
 
     /// Stops (or resumes) sending renewals, as a holder cut off from Redis
@@ -80,20 +111,38 @@ impl RenewHandle {
     }
 }
 
-/// Starts the worker; it ends when every handle is dropped.
+/// Starts the worker on the current runtime; it ends when every handle is
+/// dropped (or with the runtime).
 pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
     let paused = Arc::new(AtomicBool::new(false));
+    let tx = start(&client, interval, chunk, &paused);
+    RenewHandle {
+        tx: ArcSwap::from_pointee(tx),
+        respawn: Mutex::new(()),
+        client,
+        interval,
+        chunk,
+        paused,
+    }
+}
+
+fn start(
+    client: &Client,
+    interval: Duration,
+    chunk: usize,
+    paused: &Arc<AtomicBool>,
+) -> mpsc::UnboundedSender<Msg> {
+    let (tx, rx) = mpsc::unbounded_channel();
     let worker = Worker {
         paused: paused.clone(),
-        client,
+        client: client.clone(),
         interval,
         chunk,
         queue: BinaryHeap::new(),
         releases: Vec::new(),
     };
     tokio::spawn(worker.run(rx));
-    RenewHandle { tx, paused }
+    tx
 }
 
 /// A lease waiting for its next renewal (or in flight).

@@ -11,7 +11,7 @@
 //!   more than once, so they must be idempotent (see [`Request`]).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use redis::Value;
@@ -99,7 +99,10 @@ pub(crate) enum Retry {
 /// Sends requests to the node that serves their slot.
 pub(crate) struct Router {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) refresher: RefreshHandle,
+    /// Replaced only when its worker has ended (see [`Router::refresher`]).
+    refresher: ArcSwap<RefreshHandle>,
+    /// Held by the one caller replacing a stopped refresher.
+    respawn: Mutex<()>,
 }
 
 /// How one attempt ended.
@@ -109,6 +112,36 @@ enum Outcome {
 }
 
 impl Router {
+    pub(crate) fn new(shared: Arc<Shared>, refresher: RefreshHandle) -> Router {
+        Router {
+            shared,
+            refresher: ArcSwap::from_pointee(refresher),
+            respawn: Mutex::new(()),
+        }
+    }
+
+    /// The refresher's handle. Its worker runs on the runtime that started
+    /// it and ends when that runtime shuts down; the first call afterwards
+    /// (from within another runtime) starts a new worker there, so a client
+    /// outlives the runtime it was built on. Outside any runtime the
+    /// stopped handle is returned and its calls fail with
+    /// [`Error::Stopped`].
+    pub(crate) fn refresher(&self) -> Arc<RefreshHandle> {
+        let current = self.refresher.load_full();
+        if !current.is_stopped() {
+            return current;
+        }
+        let _respawn = self.respawn.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.refresher.load_full();
+        if !current.is_stopped() || tokio::runtime::Handle::try_current().is_err() {
+            return current;
+        }
+        tracing::debug!("the topology refresher stopped with its runtime; starting it again");
+        let fresh = Arc::new(crate::refresh::spawn(self.shared.clone()));
+        self.refresher.store(fresh.clone());
+        fresh
+    }
+
     /// Runs `request` against the owner of `slot` until it succeeds, fails
     /// for good, or `deadline` passes.
     pub(crate) async fn execute(
@@ -162,7 +195,7 @@ impl Router {
                     Some(node) => node.addr().clone(),
                     None => {
                         last = RetryCause::SlotUnassigned;
-                        self.refresher.request(counters)?;
+                        self.refresher().request(counters)?;
                         if retry == Retry::RedirectsOnly {
                             return Err(gave_up(attempts, started, last));
                         }
@@ -200,7 +233,7 @@ impl Router {
                     last = RetryCause::Moved;
                     let to = with_host_of(&to, &addr);
                     if self.shared.patch_moved(moved, &to) {
-                        self.refresher.request(counters)?;
+                        self.refresher().request(counters)?;
                     }
                     redirects += 1;
                     if redirects > REDIRECTS_BEFORE_BACKOFF {
@@ -229,7 +262,7 @@ impl Router {
                 Action::Refresh(cause) => {
                     Counters::bump(&counters.retryable_errors);
                     crate::metrics::retryable_error(&cause);
-                    self.refresher.request(counters)?;
+                    self.refresher().request(counters)?;
                     last = cause;
                     if retry == Retry::RedirectsOnly {
                         return Err(gave_up(attempts, started, last));

@@ -10,5 +10,6 @@ mod pipelining;
 mod reconnect;
 mod refresh;
 mod routing;
+mod runtimes;
 mod standalone;
 mod support;

@@ -8,4 +8,5 @@ mod fencing;
 mod many;
 mod metrics;
 mod renewal;
+mod storms;
 mod support;

@@ -9,6 +9,9 @@
 //! - Every retry is bounded by the deadline; when it passes the caller gets
 //!   [`Error::DeadlineExceeded`] naming the last cause. Requests may be sent
 //!   more than once, so they must be idempotent (see [`Request`]).
+//! - A blocking request (`WAIT`) goes on a connection of its own (see
+//!   [`crate::node`]), through the same redirect and retry loop: it never
+//!   delays the requests sharing the node's multiplexed connection.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -301,8 +304,43 @@ impl Router {
         eval: bool,
         deadline: Instant,
     ) -> Outcome {
-        self.send_pipeline(addr, &request.attempt(asking, eval), deadline)
-            .await
+        let pipeline = request.attempt(asking, eval);
+        if request.is_blocking() {
+            return self.send_blocking(addr, &pipeline, deadline).await;
+        }
+        self.send_pipeline(addr, &pipeline, deadline).await
+    }
+
+    /// Sends a blocking request's `pipeline` to `addr` once, on one of the
+    /// node's connections for blocking requests (see
+    /// [`crate::node::Node::blocking_connection`]): it holds no other
+    /// request up. The connection is kept for reuse only after a reply.
+    async fn send_blocking(
+        &self,
+        addr: &str,
+        pipeline: &redis::Pipeline,
+        deadline: Instant,
+    ) -> Outcome {
+        let node = self.shared.nodes.node(addr);
+        let mut conn = match node.blocking_connection(deadline).await {
+            Ok(conn) => conn,
+            Err(e) => return Outcome::NoConnection(e),
+        };
+        let started = Instant::now();
+        Counters::bump(&self.shared.counters.writes);
+        let sent = conn.get().send_packed_commands(pipeline, 0, pipeline.len());
+        let result = match tokio::time::timeout_at(deadline, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "deadline passed while waiting for the reply",
+            ))),
+        };
+        crate::metrics::command_duration(node.addr(), started.elapsed());
+        if result.is_ok() {
+            conn.give_back();
+        }
+        Outcome::Replies(result)
     }
 
     /// Sends `pipeline` to the node at `addr` once, following nothing: the

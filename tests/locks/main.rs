@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod basics;
+mod blocking;
 mod exclusion;
 mod fencing;
 mod many;

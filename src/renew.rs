@@ -680,3 +680,48 @@ fn item_error_fate(item: &Value) -> Fate {
         Fate::Unconfirmed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn names(fates: &[Fate]) -> Vec<&'static str> {
+        fates
+            .iter()
+            .map(|f| match f {
+                Fate::Renewed(_) => "renewed",
+                Fate::Lost => "lost",
+                Fate::Moved => "moved",
+                Fate::Unconfirmed => "unconfirmed",
+            })
+            .collect()
+    }
+
+    /// Per-lease errors go one by one through the router only when the key
+    /// is elsewhere ("non local key"); the shard's own errors, a whole-call
+    /// error and a reply of the wrong shape are retried with the shard's
+    /// next batch.
+    #[test]
+    fn only_moved_keys_go_one_by_one() {
+        let reply = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(0),
+            text("ERR Script attempted to access a non local key in a cluster node script: f_1"),
+            text("ERR Script attempted to execute a command while the cluster is down"),
+            text("READONLY You can't write against a read only replica."),
+            Value::Nil,
+        ]);
+        assert_eq!(
+            names(&chunk_fates(6, 900, &reply)),
+            ["renewed", "lost", "moved", "unconfirmed", "unconfirmed", "unconfirmed"]
+        );
+        let down = redis::parse_redis_value(b"-CLUSTERDOWN The cluster is down\r\n").unwrap();
+        assert_eq!(names(&chunk_fates(2, 900, &down)), ["unconfirmed"; 2]);
+        let short = Value::Array(vec![Value::Int(1)]);
+        assert_eq!(names(&chunk_fates(2, 900, &short)), ["unconfirmed"; 2]);
+    }
+}

@@ -3,7 +3,9 @@
 //! A handle plus a worker. Handles ([`RefreshHandle`]) send hints; the
 //! worker fetches `CLUSTER SHARDS` (falling back to `CLUSTER SLOTS`) and
 //! swaps a new snapshot in. The worker ends when the last handle drops; if it
-//! dies, handles report [`Error::Stopped`] instead of hanging.
+//! dies, handles report [`Error::Stopped`] instead of hanging. A worker that
+//! ended with its runtime is replaced by the router on the next call's
+//! runtime (see `Router::refresher`).
 //!
 //! Single flight: hints go through a channel of capacity one, so any number
 //! of hints sent while a fetch is pending or running cost at most one more

@@ -473,6 +473,10 @@ impl Worker {
                     }
                 }
                 self.note_batch(&addr, failed);
+                if failed {
+                    // CLUSTERDOWN, READONLY, …: the map may be out of date.
+                    let _ = self.client.hint_refresh();
+                }
                 // The whole shard's leases are retried as one batch when
                 // it may be tried again, on the then current slot map.
                 let at = self
@@ -717,7 +721,14 @@ mod tests {
         ]);
         assert_eq!(
             names(&chunk_fates(6, 900, &reply)),
-            ["renewed", "lost", "moved", "unconfirmed", "unconfirmed", "unconfirmed"]
+            [
+                "renewed",
+                "lost",
+                "moved",
+                "unconfirmed",
+                "unconfirmed",
+                "unconfirmed"
+            ]
         );
         let down = redis::parse_redis_value(b"-CLUSTERDOWN The cluster is down\r\n").unwrap();
         assert_eq!(names(&chunk_fates(2, 900, &down)), ["unconfirmed"; 2]);

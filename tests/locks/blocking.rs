@@ -115,6 +115,52 @@ async fn wait_does_not_hold_up_the_primary() {
     );
 }
 
+/// Concurrent `.replicas(1)` acquires on one primary use at most 8
+/// connections there (at most 8 `WAIT`s blocked at once); the others wait
+/// for a free one within their deadline, and every one of them ends (here
+/// with `ReplicationTimeout`, the replica being paused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_connections_are_bounded() {
+    const ACQUIRES: usize = 12;
+    const BOUND: usize = 8;
+    let cluster = TestCluster::start().await.unwrap();
+    let mgr = manager(&cluster, Duration::from_secs(2)).await;
+    let primary = cluster.primary_of_slot(SLOT).await.unwrap();
+    let replica = cluster.replica_of(&primary).await.unwrap();
+    cluster.pause(&replica).unwrap();
+    let acquires: Vec<_> = (0..ACQUIRES)
+        .map(|i| {
+            let mgr = mgr.clone();
+            tokio::spawn(async move {
+                mgr.lock(key_in(SLOT, &format!("bounded{i}")))
+                    .replicas(1)
+                    .acquire()
+                    .await
+            })
+        })
+        .collect();
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !acquires.iter().all(|a| a.is_finished()) {
+        assert!(Instant::now() < deadline, "the acquires did not end");
+        most = most.max(blocked_in_wait(&cluster, &primary).await);
+        assert!(most <= BOUND, "{most} WAITs blocked at once on {primary}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        most, BOUND,
+        "the first {BOUND} acquires were in WAIT together"
+    );
+    for a in acquires {
+        let r = a.await.unwrap();
+        assert!(
+            matches!(r, Err(Error::ReplicationTimeout { acked: 0, .. })),
+            "{r:?}"
+        );
+    }
+    cluster.resume(&replica).unwrap();
+}
+
 /// The p-th percentile (0..=100) of `samples`, sorted in place.
 fn percentile(samples: &mut [Duration], p: usize) -> Duration {
     samples.sort();

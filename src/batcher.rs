@@ -24,7 +24,8 @@
 //! - A batch holds the connection its requests were submitted with; one
 //!   batch never mixes connections.
 //! - The worker ends when its handle (the node) is dropped, after its
-//!   in-flight batches finish.
+//!   in-flight batches finish, or when the runtime it runs on shuts down;
+//!   the node then replaces the handle on the next request's runtime.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -68,6 +69,12 @@ impl Batcher {
             unanswered: AtomicUsize::new(0),
             writes,
         }
+    }
+
+    /// True once the worker has ended: the runtime it ran on shut down.
+    /// The node then starts a new one (see [`crate::node::Node::batcher`]).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.submissions.is_closed()
     }
 
     /// Sends `cmds` over `conn` and waits for their replies (one per

@@ -136,7 +136,7 @@ impl ClientBuilder {
         crate::metrics::register_zeroes();
         let refresher = refresh::spawn(shared.clone());
         Ok(Client {
-            router: Arc::new(Router { shared, refresher }),
+            router: Arc::new(Router::new(shared, refresher)),
         })
     }
 }
@@ -232,14 +232,16 @@ impl Client {
     pub async fn refresh(&self) -> Result<()> {
         let deadline = Instant::now() + self.router.shared.config.request_timeout;
         self.router
-            .refresher
+            .refresher()
             .refresh_now(&self.router.shared.counters, deadline)
             .await
     }
 
     /// Sends a refresh hint, as a MOVED reply would; fetches are coalesced.
     pub fn hint_refresh(&self) -> Result<()> {
-        self.router.refresher.request(&self.router.shared.counters)
+        self.router
+            .refresher()
+            .request(&self.router.shared.counters)
     }
 
     pub(crate) fn router(&self) -> &Router {

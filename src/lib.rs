@@ -83,6 +83,7 @@
 //!   fencing tokens, key classes (the metrics label for keys); `scripts`
 //!   and `src/lua/*.lua`: the Lua it runs.
 //! - `renew`: the renewal task (handle plus worker), batched per shard.
+//! - `releases`: background releases, run by the renewal task, batched per node.
 //! - [`redlock`]: [`RedlockManager`]: one lease on a majority of
 //!   independent deployments, with its validity arithmetic I/O-free in
 //!   [`redlock::validity`].
@@ -107,6 +108,7 @@ pub mod prometheus;
 pub mod redirect;
 pub mod redlock;
 mod refresh;
+mod releases;
 mod renew;
 mod request;
 mod router;

@@ -1,6 +1,7 @@
 //! Connections to nodes: one multiplexed connection per node, made lazily,
 //! replaced when it breaks, with capped jittered backoff between failed
-//! connection attempts.
+//! connection attempts; and, for blocking requests (`WAIT`), a few
+//! dedicated connections per node, so they never hold up the shared one.
 //!
 //! Invariants:
 //! - The fast path (a live connection exists) takes no lock: it loads an
@@ -11,14 +12,23 @@
 //! - After a failed attempt, callers fail fast with
 //!   [`RetryCause::NodeBackoff`] until the backoff delay has passed, so a dead
 //!   node costs one connection attempt per delay, not one per request.
+//! - A blocking request runs alone on one of at most
+//!   [`BLOCKING_CONNECTIONS`] connections of its node, never on the shared
+//!   connection: Redis answers nothing else on a connection while `WAIT`
+//!   blocks it. More concurrent blocking requests wait for a free one.
+//! - Nothing here is bound to one tokio runtime: a connection whose driver
+//!   task died with its runtime fails its next request as dropped and is
+//!   replaced, and a batching worker that died with its runtime is started
+//!   again on the next caller's runtime.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::batcher::Batcher;
@@ -122,8 +132,13 @@ pub(crate) struct Node {
     conn: ArcSwapOption<MultiplexedConnection>,
     /// Held only by the one caller making a connection attempt.
     gate: tokio::sync::Mutex<Reconnect>,
-    /// Started on first use (from within the runtime); stops with the node.
-    batcher: OnceLock<Batcher>,
+    /// Started on first use (from within the runtime); stops with the node,
+    /// or with its runtime, and is then started again on the next caller's.
+    batcher: ArcSwapOption<Batcher>,
+    /// Held by the one caller starting a batcher.
+    respawn: Mutex<()>,
+    /// Connections for blocking requests (see [`Node::blocking_connection`]).
+    blocking: Arc<BlockingPool>,
     writes: Arc<AtomicU64>,
 }
 
@@ -142,7 +157,12 @@ impl Node {
             config,
             conn: ArcSwapOption::empty(),
             gate: tokio::sync::Mutex::new(Reconnect::default()),
-            batcher: OnceLock::new(),
+            batcher: ArcSwapOption::empty(),
+            respawn: Mutex::new(()),
+            blocking: Arc::new(BlockingPool {
+                permits: Semaphore::new(BLOCKING_CONNECTIONS),
+                idle: Mutex::new(Vec::new()),
+            }),
             writes,
         }
     }
@@ -152,10 +172,21 @@ impl Node {
         &self.addr
     }
 
-    /// The worker that batches this node's requests (see [`Batcher`]).
-    pub(crate) fn batcher(&self) -> &Batcher {
-        self.batcher
-            .get_or_init(|| Batcher::spawn(self.writes.clone()))
+    /// The worker that batches this node's requests (see [`Batcher`]),
+    /// started on the caller's runtime if there is none or the one there
+    /// is stopped (its runtime shut down). Must be called from within a
+    /// runtime.
+    pub(crate) fn batcher(&self) -> Arc<Batcher> {
+        if let Some(batcher) = self.batcher.load_full().filter(|b| !b.is_stopped()) {
+            return batcher;
+        }
+        let _respawn = self.respawn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(batcher) = self.batcher.load_full().filter(|b| !b.is_stopped()) {
+            return batcher;
+        }
+        let batcher = Arc::new(Batcher::spawn(self.writes.clone()));
+        self.batcher.store(Some(batcher.clone()));
+        batcher
     }
 
     /// A live connection, connecting first if there is none.
@@ -217,6 +248,50 @@ impl Node {
             .map_err(ConnectError::Failed)
     }
 
+    /// A connection of this node's own for one blocking request (`WAIT`),
+    /// never the shared one: made on first use, kept for the next blocking
+    /// request when given back, at most [`BLOCKING_CONNECTIONS`] in use at
+    /// once. Callers beyond that wait for one to come free, within their
+    /// deadline ([`ConnectError::Deadline`] when it passes). A failed
+    /// attempt to connect is not remembered for backoff here: the shared
+    /// connection's backoff already keeps requests off a dead node.
+    pub(crate) async fn blocking_connection(
+        &self,
+        deadline: Instant,
+    ) -> Result<BlockingConn, ConnectError> {
+        let permit = tokio::time::timeout_at(deadline, self.blocking.permits.acquire())
+            .await
+            .map_err(|_| ConnectError::Deadline)?;
+        // The semaphore is never closed.
+        let Ok(permit) = permit else {
+            return Err(ConnectError::Deadline);
+        };
+        let idle = self
+            .blocking
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let attempt_deadline = deadline.min(Instant::now() + self.config.connect_timeout);
+                match tokio::time::timeout_at(attempt_deadline, self.connect()).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(ConnectError::Deadline),
+                }
+            }
+        };
+        // From here the permit is returned by the `BlockingConn`'s drop.
+        permit.forget();
+        Ok(BlockingConn {
+            pool: self.blocking.clone(),
+            conn,
+            reusable: false,
+        })
+    }
+
     /// Drops `broken` so the next caller reconnects; a newer connection
     /// made meanwhile by another caller is kept.
     pub(crate) fn discard(&self, broken: &Conn) {
@@ -224,5 +299,54 @@ impl Node {
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, broken)) {
             self.conn.compare_and_swap(&*current, None);
         }
+    }
+}
+
+/// Most connections per node for blocking requests. Each blocking request
+/// holds a whole connection (and a client slot on the server) until it
+/// returns, up to its timeout; unbounded, a burst of replica-acknowledged
+/// acquires, or a stalled replica that makes every `WAIT` last its full
+/// timeout, would open one connection per acquire to the same primary.
+pub(crate) const BLOCKING_CONNECTIONS: usize = 8;
+
+/// A node's connections for blocking requests: idle ones, and permits for
+/// the ones in use.
+struct BlockingPool {
+    permits: Semaphore,
+    idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+/// One blocking request's connection. Dropped, it frees its permit; the
+/// connection goes back to the idle set only if [`BlockingConn::give_back`]
+/// was called (the request ended with its replies, so nothing is left
+/// unanswered on it).
+pub(crate) struct BlockingConn {
+    pool: Arc<BlockingPool>,
+    conn: MultiplexedConnection,
+    reusable: bool,
+}
+
+impl BlockingConn {
+    /// The connection, for one request.
+    pub(crate) fn get(&mut self) -> &mut MultiplexedConnection {
+        &mut self.conn
+    }
+
+    /// Keeps the connection for the next blocking request.
+    pub(crate) fn give_back(mut self) {
+        self.reusable = true;
+    }
+}
+
+impl Drop for BlockingConn {
+    fn drop(&mut self) {
+        if self.reusable {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(self.conn.clone());
+        }
+        self.pool.permits.add_permits(1);
     }
 }

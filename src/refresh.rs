@@ -3,7 +3,9 @@
 //! A handle plus a worker. Handles ([`RefreshHandle`]) send hints; the
 //! worker fetches `CLUSTER SHARDS` and swaps a new snapshot in. The worker
 //! ends when the last handle drops; if it dies, handles report
-//! [`Error::Stopped`] instead of hanging.
+//! [`Error::Stopped`] instead of hanging. A worker that ended with its
+//! runtime is replaced by the router on the next call's runtime (see
+//! `Router::refresher`).
 //!
 //! Single flight: hints go through a channel of capacity one, so any number
 //! of hints sent while a fetch is pending or running cost at most one more
@@ -63,6 +65,12 @@ pub(crate) struct RefreshHandle {
 }
 
 impl RefreshHandle {
+    /// True once the worker has ended: the runtime it ran on shut down (or
+    /// it panicked). See [`crate::router::Router::refresher`].
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.hints.is_closed()
+    }
+
     /// Asks for a fetch soon. Hints that arrive while one is pending are
     /// merged into it.
     pub(crate) fn request(&self, counters: &Counters) -> Result<()> {

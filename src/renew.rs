@@ -3,7 +3,11 @@
 //!
 //! A handle plus a worker. Guards register their lease when acquired and
 //! send it back for release when dropped; the worker ends when every
-//! handle (the manager and all its guards) is gone.
+//! handle (the manager and all its guards) is gone. It runs on the runtime
+//! that started it; if that runtime shuts down while the manager lives on,
+//! the next registration or release (made from within another runtime)
+//! starts a new worker there, and the leases the old one had expire by
+//! their TTL.
 //!
 //! Each tick (every `renew_interval`) the worker takes the leases due — a
 //! lease is due once a third of its TTL has passed since its last renewal —
@@ -15,38 +19,68 @@
 //! both grow with shards and chunks, not with leases.
 //!
 //! Per lease the answer is: renewed; gone or held by another token (the
-//! lease is marked lost and `lost()` resolves); or not touchable on that
-//! node (its slot moved or is migrating), in which case that lease is
-//! renewed on its own through the router, which follows MOVED and ASK. A
-//! lease that cannot be confirmed before its TTL runs out (its node is
-//! unreachable) is marked lost too: the holder can no longer know it holds
-//! it.
+//! lease is marked lost and `lost()` resolves); or its key is not on that
+//! node (the script reports "non local key": its slot moved or is
+//! migrating), in which case that lease alone is renewed through the
+//! router, which follows MOVED and ASK.
+//!
+//! Failure costs stay per shard: a batch that fails as a whole (transport
+//! error, timeout, `CLUSTERDOWN`, a node that is no longer a primary), and
+//! any per-lease error other than "non local key", puts the shard's leases
+//! back to be sent again as one batch when the shard may be tried again:
+//! consecutive failures of a node back it off (jittered, doubling from one
+//! renewal interval up to 1 s or the interval if longer), and each retry
+//! groups the leases by the slot map then current (the failure also hints
+//! the refresher). Leases of a slot the map leaves unassigned wait for the
+//! next tick. No lease waits past its expiry: a lease that cannot be
+//! confirmed before its TTL runs out is marked lost then, since the holder
+//! can no longer know it holds it.
 //!
 //! Requests are not awaited in turn: the worker keeps them in flight and
 //! acts on each as it lands, while it goes on ticking. A dead or failing-over
 //! node therefore delays only its own leases (whose requests end when they
 //! expire, at the latest), never the renewal of the other shards.
+//!
+//! The worker also runs the background releases of dropped guards (and of
+//! leases handed over by [`crate::LockManager`]'s clean-ups), batched per
+//! node with at most one batch in flight per node (see [`crate::releases`]);
+//! when the last handle is gone it finishes them before it ends.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, join_all};
+use arc_swap::ArcSwap;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::client::Client;
-use crate::lock::{Lease, release_lease};
+use crate::lock::Lease;
 use crate::redirect::Action;
+use crate::releases::{Released, Releases};
 use crate::scripts;
+
+/// Longest a failing shard waits between two batches (unless the renewal
+/// interval is longer); a lease never waits past its expiry.
+const SHARD_BACKOFF_CAP: Duration = Duration::from_secs(1);
 
 /// Sends leases to the renewal worker.
 pub(crate) struct RenewHandle {
-    tx: mpsc::UnboundedSender<Msg>,
+    /// Replaced only when its worker has ended (see [`RenewHandle::send`]).
+    tx: ArcSwap<mpsc::UnboundedSender<Msg>>,
+    /// Held by the one caller replacing a stopped worker.
+    respawn: Mutex<()>,
+    /// What a replacement worker is started with.
+    client: Client,
+    interval: Duration,
+    chunk: usize,
     paused: Arc<AtomicBool>,
 }
 
@@ -61,15 +95,34 @@ enum Msg {
 impl RenewHandle {
     /// Starts renewing `lease`.
     pub(crate) fn register(&self, lease: Arc<Lease>) {
-        // A closed channel means the worker died; the lease then simply
-        // expires after its TTL, and `lost()` cannot be told.
         let schedule = lease.schedule();
-        let _ = self.tx.send(Msg::Register(lease, schedule));
+        self.send(Msg::Register(lease, schedule));
     }
 
     /// Releases `lease` soon (its guard was dropped).
     pub(crate) fn release(&self, lease: Arc<Lease>) {
-        let _ = self.tx.send(Msg::Release(lease));
+        self.send(Msg::Release(lease));
+    }
+
+    /// Hands `msg` to the worker. The worker runs on the runtime that
+    /// started it and ends when that runtime shuts down; the next message
+    /// (sent from within another runtime) starts a new worker there. The
+    /// leases the old worker had are not renewed any more: they expire by
+    /// their TTL. Outside any runtime the message is dropped (the lease
+    /// then expires by its TTL too).
+    fn send(&self, msg: Msg) {
+        let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg) else {
+            return;
+        };
+        let _respawn = self.respawn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            tracing::debug!("the renewal task stopped with its runtime; starting it again");
+            let tx = start(&self.client, self.interval, self.chunk, &self.paused);
+            let _ = tx.send(msg);
+            self.tx.store(Arc::new(tx));
+        }
     }
 
     /// Stops (or resumes) sending renewals, as a holder cut off from Redis
@@ -80,20 +133,39 @@ impl RenewHandle {
     }
 }
 
-/// Starts the worker; it ends when every handle is dropped.
+/// Starts the worker on the current runtime; it ends when every handle is
+/// dropped (or with the runtime).
 pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
     let paused = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
-        paused: paused.clone(),
+    let tx = start(&client, interval, chunk, &paused);
+    RenewHandle {
+        tx: ArcSwap::from_pointee(tx),
+        respawn: Mutex::new(()),
         client,
         interval,
         chunk,
+        paused,
+    }
+}
+
+fn start(
+    client: &Client,
+    interval: Duration,
+    chunk: usize,
+    paused: &Arc<AtomicBool>,
+) -> mpsc::UnboundedSender<Msg> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let worker = Worker {
+        paused: paused.clone(),
+        client: client.clone(),
+        interval,
+        chunk,
         queue: BinaryHeap::new(),
-        releases: Vec::new(),
+        releases: Releases::default(),
+        shards: HashMap::new(),
     };
     tokio::spawn(worker.run(rx));
-    RenewHandle { tx, paused }
+    tx
 }
 
 /// A lease waiting for its next renewal (or in flight).
@@ -134,7 +206,18 @@ struct Worker {
     chunk: usize,
     /// Leases waiting for their next renewal; a lease in flight is not here.
     queue: BinaryHeap<Due>,
-    releases: Vec<Arc<Lease>>,
+    /// Background releases, batched per node.
+    releases: Releases,
+    /// Nodes whose last batch failed, and when they may be tried again.
+    shards: HashMap<Arc<str>, Failing>,
+}
+
+/// A node whose renewal or release batches fail.
+struct Failing {
+    /// Consecutive failed batches.
+    failures: u32,
+    /// No batch before this instant.
+    not_before: Instant,
 }
 
 /// What became of one lease in a request.
@@ -144,8 +227,12 @@ enum Fate {
     /// since).
     Renewed(u32),
     Lost,
-    /// Could not be decided here; retry through the router.
-    Retry,
+    /// Its key is not on that node (slot moved or migrating): renew it on
+    /// its own through the router, which follows MOVED and ASK.
+    Moved,
+    /// The node did not answer for it (transport error, timeout,
+    /// CLUSTERDOWN, not a primary): retry with the shard's next batch.
+    Unconfirmed,
 }
 
 /// A request of the worker in flight; it never borrows the worker, so the
@@ -156,6 +243,7 @@ type Flight = BoxFuture<'static, Landing>;
 enum Landing {
     /// A node's batch, sent at `sent_at`: each lease and its fate.
     Batch {
+        addr: Arc<str>,
         sent_at: Instant,
         fates: Vec<(Due, Fate)>,
     },
@@ -165,8 +253,8 @@ enum Landing {
         entry: Due,
         fate: Fate,
     },
-    /// Background releases done.
-    Released,
+    /// A background release request done.
+    Released(Released),
 }
 
 impl Worker {
@@ -198,10 +286,24 @@ impl Worker {
                 }
             }
         }
-        // Manager and guards are gone: release what was dropped last, and
-        // let the requests in flight end (each is bounded by its deadline).
+        // Manager and guards are gone: release what was dropped (still
+        // batched per node and bounded), and let the requests in flight end
+        // (each is bounded by its deadline); renewals are not sent again.
         self.release_dropped(&flights);
-        while flights.next().await.is_some() {}
+        loop {
+            match flights.next().await {
+                Some(Landing::Released(released)) => self.land_release(released, &flights),
+                Some(_) => {}
+                None if self.releases.is_idle() => break,
+                None => {
+                    // Only leases of nodes backing off (or of unassigned
+                    // slots) are left; each leaves the queue by its expiry
+                    // at the latest.
+                    tokio::time::sleep(self.interval).await;
+                    self.release_dropped(&flights);
+                }
+            }
+        }
     }
 
     fn accept(&mut self, msg: Msg) {
@@ -225,26 +327,61 @@ impl Worker {
         }
     }
 
-    /// Releases the leases of dropped guards, all at once, in the background.
+    /// Starts the background releases that may start now (see
+    /// [`crate::releases`]): a batch per node not backing off.
     fn release_dropped(&mut self, flights: &FuturesUnordered<Flight>) {
-        if self.releases.is_empty() {
+        if self.releases.is_idle() {
             return;
         }
-        let leases = std::mem::take(&mut self.releases);
-        let client = self.client.clone();
-        flights.push(Box::pin(async move {
-            join_all(leases.iter().map(|lease| {
-                let client = &client;
-                async move {
-                    // A failed release leaves the lease to expire after its TTL.
-                    if let Err(e) = release_lease(client, lease).await {
-                        tracing::debug!(error = %e, "background release failed; the lease expires by its TTL");
-                    }
-                }
-            }))
-            .await;
-            Landing::Released
-        }));
+        let topology = self.client.topology();
+        let now = Instant::now();
+        let shards = &self.shards;
+        let ready = |addr: &str| shards.get(addr).is_none_or(|f| f.not_before <= now);
+        for started in self.releases.start(&self.client, &topology, ready) {
+            flights.push(started.map(Landing::Released).boxed());
+        }
+    }
+
+    fn land_release(&mut self, released: Released, flights: &FuturesUnordered<Flight>) {
+        if let Some((addr, failed)) = self.releases.land(released) {
+            self.note_batch(&addr, failed);
+        }
+        self.release_dropped(flights);
+    }
+
+    /// Records how a node's batch went; failures back the node off.
+    fn note_batch(&mut self, addr: &Arc<str>, failed: bool) {
+        if !failed {
+            self.shards.remove(addr);
+            return;
+        }
+        let backoff = Backoff::new(self.interval, self.interval.max(SHARD_BACKOFF_CAP));
+        let failing = self.shards.entry(addr.clone()).or_insert(Failing {
+            failures: 0,
+            not_before: Instant::now(),
+        });
+        let delay = backoff.delay(failing.failures);
+        failing.failures = failing.failures.saturating_add(1);
+        failing.not_before = Instant::now()
+            .checked_add(delay)
+            .unwrap_or(failing.not_before);
+    }
+
+    /// When the next batch to `addr` may go, if it is backing off.
+    fn not_before(&self, addr: &str) -> Option<Instant> {
+        self.shards
+            .get(addr)
+            .map(|f| f.not_before)
+            .filter(|t| *t > Instant::now())
+    }
+
+    /// Puts `entry` back to be retried at `at`, but never later than its
+    /// expiry, so a lease not confirmed in time is reported lost on time.
+    fn retry_at(&mut self, entry: Due, at: Instant) {
+        self.queue.push(Due {
+            at: at.min(entry.expires),
+            ..entry
+        });
     }
 
     /// Sends every lease that is due: one pipeline per primary.
@@ -284,13 +421,25 @@ impl Worker {
 
         let topology = self.client.topology();
         let mut groups: HashMap<Arc<str>, Vec<Due>> = HashMap::new();
+        let mut unassigned = false;
         for entry in due {
             match topology.primary_of_slot(entry.lease.slot) {
-                Some(node) => groups.entry(node.addr().clone()).or_default().push(entry),
-                None => flights.push(Box::pin(renew_one(self.client.clone(), entry))),
+                Some(node) => match self.not_before(node.addr()) {
+                    // The shard backs off: its leases wait for its next try.
+                    Some(at) => self.retry_at(entry, at),
+                    None => groups.entry(node.addr().clone()).or_default().push(entry),
+                },
+                // Retried next tick, on the map a refresh brings.
+                None => {
+                    unassigned = true;
+                    self.retry_at(entry, now + self.interval);
+                }
             }
         }
         drop(topology);
+        if unassigned {
+            let _ = self.client.hint_refresh();
+        }
         for (addr, entries) in groups {
             let client = self.client.clone();
             let batch = renew_on_node(client, addr, entries, self.chunk, self.interval);
@@ -301,17 +450,40 @@ impl Worker {
     /// Acts on the outcome of one request.
     fn land(&mut self, landing: Landing, flights: &FuturesUnordered<Flight>) {
         match landing {
-            Landing::Batch { sent_at, fates } => {
+            Landing::Batch {
+                addr,
+                sent_at,
+                fates,
+            } => {
+                let mut failed = false;
+                let mut unconfirmed = Vec::new();
                 for (entry, fate) in fates {
                     match fate {
                         Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
                         Fate::Lost => {
                             entry.lease.mark_lost();
                         }
-                        Fate::Retry => {
+                        Fate::Moved => {
                             flights.push(Box::pin(renew_one(self.client.clone(), entry)))
                         }
+                        Fate::Unconfirmed => {
+                            failed = true;
+                            unconfirmed.push(entry);
+                        }
                     }
+                }
+                self.note_batch(&addr, failed);
+                if failed {
+                    // CLUSTERDOWN, READONLY, …: the map may be out of date.
+                    let _ = self.client.hint_refresh();
+                }
+                // The whole shard's leases are retried as one batch when
+                // it may be tried again, on the then current slot map.
+                let at = self
+                    .not_before(&addr)
+                    .unwrap_or_else(|| Instant::now() + self.interval);
+                for entry in unconfirmed {
+                    self.retry_at(entry, at);
                 }
             }
             Landing::Single {
@@ -327,16 +499,13 @@ impl Worker {
                     }
                     // It cannot be confirmed any more: the holder can no
                     // longer know it holds it.
-                    Fate::Retry if now >= entry.expires => {
+                    Fate::Moved | Fate::Unconfirmed if now >= entry.expires => {
                         entry.lease.mark_lost();
                     }
-                    Fate::Retry => self.queue.push(Due {
-                        at: now + self.interval,
-                        ..entry
-                    }),
+                    Fate::Moved | Fate::Unconfirmed => self.retry_at(entry, now + self.interval),
                 }
             }
-            Landing::Released => {}
+            Landing::Released(released) => self.land_release(released, flights),
         }
     }
 
@@ -412,10 +581,14 @@ async fn renew_on_node(
             .zip(replies.iter().chain(std::iter::repeat(&Value::Nil)))
             .flat_map(|(chunk, reply)| chunk_fates(chunk.len(), chunk[0].0, reply))
             .collect(),
-        None => entries.iter().map(|_| Fate::Retry).collect(),
+        None => entries.iter().map(|_| Fate::Unconfirmed).collect(),
     };
     let fates = entries.into_iter().map(|(_, e)| e).zip(fates).collect();
-    Landing::Batch { sent_at, fates }
+    Landing::Batch {
+        addr,
+        sent_at,
+        fates,
+    }
 }
 
 /// Renews one lease through the router (which follows MOVED and ASK),
@@ -430,9 +603,9 @@ async fn renew_one(client: Client, entry: Due) -> Landing {
         Ok(replies) => match replies.first() {
             Some(Value::Int(1)) => Fate::Renewed(ttl_ms),
             Some(Value::Int(0)) => Fate::Lost,
-            _ => Fate::Retry,
+            _ => Fate::Unconfirmed,
         },
-        Err(_) => Fate::Retry,
+        Err(_) => Fate::Unconfirmed,
     };
     Landing::Single {
         sent_at,
@@ -482,11 +655,84 @@ fn chunk_fates(n: usize, ttl_ms: u32, reply: &Value) -> Vec<Fate> {
             .map(|item| match item {
                 Value::Int(1) => Fate::Renewed(ttl_ms),
                 Value::Int(0) => Fate::Lost,
-                // An error text: not touchable on this node.
-                _ => Fate::Retry,
+                item => item_error_fate(item),
             })
             .collect(),
-        // The whole call failed (e.g. the node is not a primary any more).
-        _ => (0..n).map(|_| Fate::Retry).collect(),
+        // The whole call failed (CLUSTERDOWN, not a primary any more, …):
+        // a shard failure, retried as a batch.
+        _ => (0..n).map(|_| Fate::Unconfirmed).collect(),
+    }
+}
+
+/// The fate of a lease whose entry in a `renew_batch.lua` reply is an error
+/// text: its key is elsewhere when the script could not reach it on this
+/// node ("non local key": the slot moved or is migrating; renewed on its
+/// own through the router); any other error (the cluster is down, the node
+/// is read-only, …) is the shard's, retried with its next batch.
+fn item_error_fate(item: &Value) -> Fate {
+    let text = match item {
+        Value::BulkString(b) => String::from_utf8_lossy(b),
+        Value::SimpleString(s) => s.as_str().into(),
+        _ => return Fate::Unconfirmed,
+    };
+    let moved = ["non local key", "MOVED", "ASK", "TRYAGAIN"]
+        .iter()
+        .any(|marker| text.contains(marker));
+    if moved {
+        Fate::Moved
+    } else {
+        Fate::Unconfirmed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn names(fates: &[Fate]) -> Vec<&'static str> {
+        fates
+            .iter()
+            .map(|f| match f {
+                Fate::Renewed(_) => "renewed",
+                Fate::Lost => "lost",
+                Fate::Moved => "moved",
+                Fate::Unconfirmed => "unconfirmed",
+            })
+            .collect()
+    }
+
+    /// Per-lease errors go one by one through the router only when the key
+    /// is elsewhere ("non local key"); the shard's own errors, a whole-call
+    /// error and a reply of the wrong shape are retried with the shard's
+    /// next batch.
+    #[test]
+    fn only_moved_keys_go_one_by_one() {
+        let reply = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(0),
+            text("ERR Script attempted to access a non local key in a cluster node script: f_1"),
+            text("ERR Script attempted to execute a command while the cluster is down"),
+            text("READONLY You can't write against a read only replica."),
+            Value::Nil,
+        ]);
+        assert_eq!(
+            names(&chunk_fates(6, 900, &reply)),
+            [
+                "renewed",
+                "lost",
+                "moved",
+                "unconfirmed",
+                "unconfirmed",
+                "unconfirmed"
+            ]
+        );
+        let down = redis::parse_redis_value(b"-CLUSTERDOWN The cluster is down\r\n").unwrap();
+        assert_eq!(names(&chunk_fates(2, 900, &down)), ["unconfirmed"; 2]);
+        let short = Value::Array(vec![Value::Int(1)]);
+        assert_eq!(names(&chunk_fates(2, 900, &short)), ["unconfirmed"; 2]);
     }
 }

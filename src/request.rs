@@ -4,7 +4,8 @@
 //! The router may send a request more than once (after a redirect, a
 //! timeout, a reconnect), so requests must be idempotent or carry their own
 //! way of recognising an earlier success (as the lock commands do with
-//! their tokens).
+//! their tokens). A request marked [`Request::blocking`] (one that ends in
+//! `WAIT`) runs on a connection of its own, so it delays no other request.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct Request {
     pipeline: Pipeline,
     /// Source to send with `EVAL` when the server answers `NOSCRIPT`.
     script: Option<Arc<str>>,
+    /// Blocks the connection it runs on (see [`Request::blocking`]).
+    blocking: bool,
 }
 
 impl Request {
@@ -64,6 +67,7 @@ impl Request {
         Request {
             pipeline,
             script: None,
+            blocking: false,
         }
     }
 
@@ -84,6 +88,23 @@ impl Request {
     pub fn then(mut self, cmd: Cmd) -> Request {
         self.pipeline.add_command(cmd);
         self
+    }
+
+    /// Marks the request as one that blocks the connection it runs on
+    /// (`WAIT`, which Redis answers only when enough replicas acknowledge
+    /// or its timeout passes, holding every later command of that
+    /// connection until then). It is sent on one of the node's few
+    /// dedicated connections for such requests, never on the connection
+    /// shared by all other traffic, and all its commands go on the same
+    /// one (`WAIT` counts the writes of its own connection).
+    pub fn blocking(mut self) -> Request {
+        self.blocking = true;
+        self
+    }
+
+    /// Whether [`blocking`](Self::blocking) was set.
+    pub fn is_blocking(&self) -> bool {
+        self.blocking
     }
 
     /// Number of replies this request produces.

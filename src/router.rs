@@ -9,9 +9,12 @@
 //! - Every retry is bounded by the deadline; when it passes the caller gets
 //!   [`Error::DeadlineExceeded`] naming the last cause. Requests may be sent
 //!   more than once, so they must be idempotent (see [`Request`]).
+//! - A blocking request (`WAIT`) goes on a connection of its own (see
+//!   [`crate::node`]), through the same redirect and retry loop: it never
+//!   delays the requests sharing the node's multiplexed connection.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use redis::Value;
@@ -99,7 +102,10 @@ pub(crate) enum Retry {
 /// Sends requests to the node that serves their slot.
 pub(crate) struct Router {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) refresher: RefreshHandle,
+    /// Replaced only when its worker has ended (see [`Router::refresher`]).
+    refresher: ArcSwap<RefreshHandle>,
+    /// Held by the one caller replacing a stopped refresher.
+    respawn: Mutex<()>,
 }
 
 /// How one attempt ended.
@@ -109,6 +115,36 @@ enum Outcome {
 }
 
 impl Router {
+    pub(crate) fn new(shared: Arc<Shared>, refresher: RefreshHandle) -> Router {
+        Router {
+            shared,
+            refresher: ArcSwap::from_pointee(refresher),
+            respawn: Mutex::new(()),
+        }
+    }
+
+    /// The refresher's handle. Its worker runs on the runtime that started
+    /// it and ends when that runtime shuts down; the first call afterwards
+    /// (from within another runtime) starts a new worker there, so a client
+    /// outlives the runtime it was built on. Outside any runtime the
+    /// stopped handle is returned and its calls fail with
+    /// [`Error::Stopped`].
+    pub(crate) fn refresher(&self) -> Arc<RefreshHandle> {
+        let current = self.refresher.load_full();
+        if !current.is_stopped() {
+            return current;
+        }
+        let _respawn = self.respawn.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.refresher.load_full();
+        if !current.is_stopped() || tokio::runtime::Handle::try_current().is_err() {
+            return current;
+        }
+        tracing::debug!("the topology refresher stopped with its runtime; starting it again");
+        let fresh = Arc::new(crate::refresh::spawn(self.shared.clone()));
+        self.refresher.store(fresh.clone());
+        fresh
+    }
+
     /// Runs `request` against the owner of `slot` until it succeeds, fails
     /// for good, or `deadline` passes.
     pub(crate) async fn execute(
@@ -162,7 +198,7 @@ impl Router {
                     Some(node) => node.addr().clone(),
                     None => {
                         last = RetryCause::SlotUnassigned;
-                        self.refresher.request(counters)?;
+                        self.refresher().request(counters)?;
                         if retry == Retry::RedirectsOnly {
                             return Err(gave_up(attempts, started, last));
                         }
@@ -200,7 +236,7 @@ impl Router {
                     last = RetryCause::Moved;
                     let to = with_host_of(&to, &addr);
                     if self.shared.patch_moved(moved, &to) {
-                        self.refresher.request(counters)?;
+                        self.refresher().request(counters)?;
                     }
                     redirects += 1;
                     if redirects > REDIRECTS_BEFORE_BACKOFF {
@@ -229,7 +265,7 @@ impl Router {
                 Action::Refresh(cause) => {
                     Counters::bump(&counters.retryable_errors);
                     crate::metrics::retryable_error(&cause);
-                    self.refresher.request(counters)?;
+                    self.refresher().request(counters)?;
                     last = cause;
                     if retry == Retry::RedirectsOnly {
                         return Err(gave_up(attempts, started, last));
@@ -268,8 +304,43 @@ impl Router {
         eval: bool,
         deadline: Instant,
     ) -> Outcome {
-        self.send_pipeline(addr, &request.attempt(asking, eval), deadline)
-            .await
+        let pipeline = request.attempt(asking, eval);
+        if request.is_blocking() {
+            return self.send_blocking(addr, &pipeline, deadline).await;
+        }
+        self.send_pipeline(addr, &pipeline, deadline).await
+    }
+
+    /// Sends a blocking request's `pipeline` to `addr` once, on one of the
+    /// node's connections for blocking requests (see
+    /// [`crate::node::Node::blocking_connection`]): it holds no other
+    /// request up. The connection is kept for reuse only after a reply.
+    async fn send_blocking(
+        &self,
+        addr: &str,
+        pipeline: &redis::Pipeline,
+        deadline: Instant,
+    ) -> Outcome {
+        let node = self.shared.nodes.node(addr);
+        let mut conn = match node.blocking_connection(deadline).await {
+            Ok(conn) => conn,
+            Err(e) => return Outcome::NoConnection(e),
+        };
+        let started = Instant::now();
+        Counters::bump(&self.shared.counters.writes);
+        let sent = conn.get().send_packed_commands(pipeline, 0, pipeline.len());
+        let result = match tokio::time::timeout_at(deadline, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "deadline passed while waiting for the reply",
+            ))),
+        };
+        crate::metrics::command_duration(node.addr(), started.elapsed());
+        if result.is_ok() {
+            conn.give_back();
+        }
+        Outcome::Replies(result)
     }
 
     /// Sends `pipeline` to the node at `addr` once, following nothing: the

@@ -178,6 +178,8 @@ impl LockRequest {
                     .arg(wait_timeout.as_millis() as u64)
                     .clone(),
             );
+            // WAIT holds its connection until it returns: not the shared one.
+            request = request.blocking();
         }
         // Every attempt of this acquire carries the same token, so a retry
         // after a lost reply recognises its own earlier success.

@@ -10,6 +10,7 @@ mod pipelining;
 mod reconnect;
 mod refresh;
 mod routing;
+mod runtimes;
 mod standalone;
 mod support;
 mod transient;

@@ -3,10 +3,12 @@
 
 mod bad_input;
 mod basics;
+mod blocking;
 mod durations;
 mod exclusion;
 mod fencing;
 mod many;
 mod metrics;
 mod renewal;
+mod storms;
 mod support;

@@ -1,0 +1,197 @@
+//! What renewal and background release cost when a shard fails: requests
+//! per shard and tick, not per lease.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use shardlock::testkit::TestCluster;
+use shardlock::{LockGuard, LockManager, SLOT_COUNT, key_slot};
+use tokio::time::Instant;
+
+use crate::support::{key_in, wait_until};
+
+/// Leases held through the outage.
+const LEASES: usize = 10_000;
+/// Their TTL: renewed every second (a third of it).
+const TTL: Duration = Duration::from_secs(3);
+/// The manager's renewal tick (the default).
+const TICK: Duration = Duration::from_millis(100);
+/// Bound for the waits on a failover and on every lease being decided.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+async fn manager(cluster: &TestCluster) -> LockManager {
+    LockManager::builder()
+        .seeds(cluster.seeds())
+        .namespace("lock:")
+        .request_timeout(Duration::from_secs(20))
+        .renew_interval(TICK)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// `LEASES` auto-renewed leases of `TTL`, spread evenly over the slots.
+async fn hold_many(mgr: &LockManager, prefix: &str) -> Vec<LockGuard> {
+    let keys: Vec<String> = (0..LEASES)
+        .map(|i| {
+            key_in(
+                (i * SLOT_COUNT as usize / LEASES) as u16,
+                &format!("{prefix}{i}"),
+            )
+        })
+        .collect();
+    futures::stream::iter(&keys)
+        .map(|k| mgr.lock(k).ttl(TTL).acquire())
+        .buffer_unordered(64)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// kill -9 of a primary while 10,000 auto-renewed leases are held: from the
+/// kill until every lease of the killed shard is decided (reported lost,
+/// or renewed by a request sent after the failover), the renewal task
+/// sends a bounded number of requests per shard and tick (failed batches
+/// are retried as batches, with backoff, on the current topology), not one
+/// routed, retrying request per lease; and the killed shard's leases are
+/// still reported lost when their TTL runs out unconfirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_cost_stays_per_shard_through_a_primary_kill() {
+    let cluster = TestCluster::start().await.unwrap();
+    let a = manager(&cluster).await;
+    let guards = hold_many(&a, "storm").await;
+    let victim = cluster.primary_of_slot(0).await.unwrap();
+    let shards = cluster.primaries().await.unwrap().len() as u64;
+    let topology = a.client().topology();
+    let on_victim: Vec<&LockGuard> = guards
+        .iter()
+        .filter(|g| {
+            let node = topology.primary_of_slot(key_slot(g.key()));
+            node.is_some_and(|n| **n.addr() == *victim)
+        })
+        .collect();
+    assert!(
+        on_victim.len() > LEASES / 4,
+        "{} leases on {victim}",
+        on_victim.len()
+    );
+    // Every lease renewed at least once: the schedule is in its steady state.
+    let since = Instant::now();
+    let g = &guards;
+    wait_until(PATIENCE, "a renewal of every lease", || async move {
+        g.iter().all(|g| g.valid_until() > since + TTL)
+    })
+    .await;
+    assert!(guards.iter().all(|g| !g.is_lost()));
+
+    let before = a.client().stats();
+    cluster.kill(&victim).unwrap();
+    let killed = Instant::now();
+    let (c, v) = (&cluster, &victim);
+    wait_until(PATIENCE, "a replica to take over", || async move {
+        matches!(c.primary_of_slot(0).await, Ok(p) if p != *v)
+    })
+    .await;
+    let promoted = Instant::now();
+    let on_v = &on_victim;
+    wait_until(
+        PATIENCE,
+        "every lease of the killed shard decided",
+        || async move {
+            on_v.iter()
+                .all(|g| g.is_lost() || g.valid_until() > promoted + TTL)
+        },
+    )
+    .await;
+    let window = killed.elapsed();
+    let after = a.client().stats();
+
+    let attempts = after.attempts - before.attempts;
+    let ticks = (window.as_millis() / TICK.as_millis()) as u64 + 1;
+    let lost_victim = on_victim.iter().filter(|g| g.is_lost()).count();
+    let lost_all = guards.iter().filter(|g| g.is_lost()).count();
+    println!(
+        "{LEASES} leases (ttl {TTL:?}, tick {TICK:?}), kill -9 {victim} ({} of its leases): \
+         {attempts} requests ({} retryable errors, {} deadlines) in the {window:?} until all were \
+         decided ({ticks} ticks, {shards} shards, failover after {:?}); {lost_victim} of them \
+         and {lost_all} leases in all reported lost",
+        on_victim.len(),
+        after.retryable_errors - before.retryable_errors,
+        after.deadlines_exceeded - before.deadlines_exceeded,
+        promoted - killed,
+    );
+    // One batch per shard and tick, a second one at most for leases due
+    // in the same tick after a failed batch came back (per-key requests
+    // only for keys that moved: none here).
+    assert!(
+        attempts <= 2 * shards * ticks,
+        "{attempts} requests in {ticks} ticks for {shards} shards"
+    );
+    drop(guards);
+}
+
+/// Dropping 10,000 guards while the primary of a third of them is paused
+/// releases every lease on the other shards without waiting for the paused
+/// one, in requests per node (not one per lease), and the paused shard's
+/// leases once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_releases_go_per_node() {
+    let cluster = TestCluster::start().await.unwrap();
+    let a = manager(&cluster).await;
+    let guards = hold_many(&a, "drop").await;
+    let paused = cluster.primary_of_slot(0).await.unwrap();
+    let others: Vec<String> = cluster
+        .primaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| *p != paused)
+        .collect();
+    let topology = a.client().topology();
+    let on_others = guards
+        .iter()
+        .filter(|g| {
+            let node = topology.primary_of_slot(key_slot(g.key()));
+            node.is_some_and(|n| **n.addr() != *paused)
+        })
+        .count();
+    cluster.pause(&paused).unwrap();
+    let before = a.client().stats();
+    drop(guards);
+    let c = &cluster;
+    let o = &others;
+    wait_until(
+        PATIENCE,
+        "every lease on the other shards released",
+        || async move {
+            for addr in o {
+                let size = c.command(addr, &redis::cmd("DBSIZE")).await;
+                if !matches!(size, Ok(redis::Value::Int(0))) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let released = a.client().stats();
+    cluster.resume(&paused).unwrap();
+    let p = &paused;
+    wait_until(
+        PATIENCE,
+        "the paused shard's leases released",
+        || async move {
+            let size = c.command(p, &redis::cmd("DBSIZE")).await;
+            matches!(size, Ok(redis::Value::Int(0)))
+        },
+    )
+    .await;
+    let attempts = released.attempts - before.attempts;
+    println!(
+        "{on_others} releases on healthy shards done with {attempts} requests while {paused} was paused"
+    );
+    assert!(
+        attempts < (on_others / 10) as u64,
+        "{attempts} requests for {on_others} releases"
+    );
+}

@@ -674,3 +674,147 @@ async fn primary_kill(full_coverage: bool) {
         g.release().await.unwrap();
     }
 }
+
+/// While a killed primary has no replacement (its only replica is paused,
+/// so no election ends the outage), Redis's default
+/// `cluster-require-full-coverage yes` makes the other shards' primaries
+/// answer `CLUSTERDOWN` for their own keys, renewal cannot get through, and
+/// short leases on every shard are reported lost, not only the dead one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreplaced_primary_loses_short_leases_on_every_shard() {
+    unreplaced_primary(true).await;
+}
+
+/// The same outage with `cluster-require-full-coverage no`: the other
+/// shards keep answering and their short leases stay held; only the dead
+/// shard's are lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreplaced_primary_loses_only_its_own_leases_without_full_coverage() {
+    unreplaced_primary(false).await;
+}
+
+/// kill -9 of the primary of `SLOT_ON_SHARD` with its replica paused, short
+/// leases held on every shard; see the two tests above. The outage lasts
+/// until the replica is resumed, so what is asserted does not depend on how
+/// long an election takes.
+async fn unreplaced_primary(full_coverage: bool) {
+    let spec = ClusterSpec {
+        node_timeout: Duration::from_secs(1),
+        ..ClusterSpec::default()
+    };
+    let cluster = TestCluster::start_with(spec).await.unwrap();
+    if !full_coverage {
+        for addr in cluster.addrs() {
+            let set = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("cluster-require-full-coverage")
+                .arg("no")
+                .clone();
+            assert_eq!(on_node(&cluster, &addr, &set).await, Value::Okay);
+        }
+    }
+    let (a, b) = (manager(&cluster).await, manager(&cluster).await);
+    let (on_shard, elsewhere) = shard_and_other_keys(&cluster, "outage").await;
+    let mut dead = Vec::new();
+    for key in &on_shard {
+        dead.push(hold(&a, key, TTL).await);
+    }
+    let mut others = Vec::new();
+    for key in &elsewhere {
+        others.push(hold(&a, key, TTL).await);
+    }
+    let victim = cluster.primary_of_slot(SLOT_ON_SHARD).await.unwrap();
+    let replica = cluster.replica_of(&victim).await.unwrap();
+    let mut witnesses = Vec::new();
+    for key in &elsewhere {
+        let primary = cluster.primary_of_slot(slot_of(key)).await.unwrap();
+        if !witnesses.iter().any(|(p, _)| *p == primary) {
+            witnesses.push((primary, key.clone()));
+        }
+    }
+    assert_eq!(witnesses.len(), 2, "{witnesses:?}");
+
+    cluster.pause(&replica).unwrap();
+    cluster.kill(&victim).unwrap();
+    for g in &dead {
+        tokio::time::timeout(PATIENCE, g.lost())
+            .await
+            .unwrap_or_else(|_| panic!("{g:?}: lost() did not resolve"));
+    }
+    let (c, v, w) = (&cluster, &victim, &witnesses);
+    wait_until(PATIENCE, "the other primaries to mark the dead one failed", || async move {
+        for (primary, _) in w {
+            if !marks_failed(c, primary, v).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for (primary, key) in &witnesses {
+        let read = cluster
+            .command(primary, redis::cmd("PTTL").arg(lock_key(key)))
+            .await;
+        if full_coverage {
+            let e = read.expect_err("a read on a healthy shard during the outage");
+            assert_eq!(e.server_code(), Some("CLUSTERDOWN"), "{primary}: {e}");
+        } else {
+            assert!(matches!(read, Ok(Value::Int(_))), "{primary}: {read:?}");
+        }
+    }
+    if full_coverage {
+        for g in &others {
+            tokio::time::timeout(PATIENCE, g.lost())
+                .await
+                .unwrap_or_else(|_| panic!("{g:?}: lost() did not resolve"));
+        }
+    } else {
+        let all: Vec<&LockGuard> = others.iter().collect();
+        stay_held_for(TTL * 3, &all).await;
+    }
+
+    cluster.resume(&replica).unwrap();
+    wait_until(PATIENCE, "the replica to take over", || async move {
+        matches!(c.primary_of_slot(SLOT_ON_SHARD).await, Ok(p) if p != *v)
+    })
+    .await;
+    // The leases reported lost were not renewed behind the holder's back:
+    // once the cluster serves again, another manager takes them.
+    let lost: Vec<&String> = if full_coverage {
+        on_shard.iter().chain(&elsewhere).collect()
+    } else {
+        on_shard.iter().collect()
+    };
+    for key in lost {
+        let taken = b.lock(key).ttl(TTL).wait(PATIENCE).acquire().await;
+        taken
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .release()
+            .await
+            .unwrap();
+    }
+    if !full_coverage {
+        for g in others {
+            g.release().await.unwrap();
+        }
+    }
+}
+
+/// Whether the node at `observer` flags the node at `addr` as failed
+/// (`fail`, not only `fail?`) in `CLUSTER NODES`.
+async fn marks_failed(cluster: &TestCluster, observer: &str, addr: &str) -> bool {
+    let nodes = match on_node(cluster, observer, &redis::cmd("CLUSTER").arg("NODES").clone()).await
+    {
+        Value::BulkString(text) => String::from_utf8(text).unwrap(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("CLUSTER NODES on {observer}: {other:?}"),
+    };
+    let at = format!(" {addr}@");
+    nodes.lines().any(|line| {
+        line.contains(&at)
+            && line
+                .split(' ')
+                .nth(2)
+                .is_some_and(|flags| flags.split(',').any(|f| f == "fail"))
+    })
+}

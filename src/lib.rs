@@ -114,6 +114,9 @@ pub mod slot;
 mod stats;
 pub mod topology;
 
+#[cfg(test)]
+mod prop_values;
+
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -425,3 +425,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "redirect_props.rs"]
+mod props;

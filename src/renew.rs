@@ -490,3 +490,7 @@ fn chunk_fates(n: usize, ttl_ms: u32, reply: &Value) -> Vec<Fate> {
         _ => (0..n).map(|_| Fate::Retry).collect(),
     }
 }
+
+#[cfg(test)]
+#[path = "renew_props.rs"]
+mod props;

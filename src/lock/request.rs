@@ -341,3 +341,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "request_props.rs"]
+mod props;

@@ -742,14 +742,18 @@ async fn unreplaced_primary(full_coverage: bool) {
             .unwrap_or_else(|_| panic!("{g:?}: lost() did not resolve"));
     }
     let (c, v, w) = (&cluster, &victim, &witnesses);
-    wait_until(PATIENCE, "the other primaries to mark the dead one failed", || async move {
-        for (primary, _) in w {
-            if !marks_failed(c, primary, v).await {
-                return false;
+    wait_until(
+        PATIENCE,
+        "the other primaries to mark the dead one failed",
+        || async move {
+            for (primary, _) in w {
+                if !marks_failed(c, primary, v).await {
+                    return false;
+                }
             }
-        }
-        true
-    })
+            true
+        },
+    )
     .await;
     for (primary, key) in &witnesses {
         let read = cluster
@@ -803,7 +807,12 @@ async fn unreplaced_primary(full_coverage: bool) {
 /// Whether the node at `observer` flags the node at `addr` as failed
 /// (`fail`, not only `fail?`) in `CLUSTER NODES`.
 async fn marks_failed(cluster: &TestCluster, observer: &str, addr: &str) -> bool {
-    let nodes = match on_node(cluster, observer, &redis::cmd("CLUSTER").arg("NODES").clone()).await
+    let nodes = match on_node(
+        cluster,
+        observer,
+        &redis::cmd("CLUSTER").arg("NODES").clone(),
+    )
+    .await
     {
         Value::BulkString(text) => String::from_utf8(text).unwrap(),
         Value::VerbatimString { text, .. } => text,

@@ -575,6 +575,13 @@ async fn primary_kill(full_coverage: bool) {
         tokens.push(value_on(&cluster, &victim, key).await.expect("held"));
     }
 
+    let witness = cluster
+        .primary_of_slot(slot_of(&elsewhere[0]))
+        .await
+        .unwrap();
+    // Only with full coverage does another shard answer CLUSTERDOWN.
+    let down_window =
+        full_coverage.then(|| tokio::spawn(clusterdown_window(witness, lock_key(&elsewhere[0]))));
     cluster.kill(&victim).unwrap();
     let killed = Instant::now();
     // Another manager takes each short lease as soon as the cluster lets
@@ -652,6 +659,10 @@ async fn primary_kill(full_coverage: bool) {
         assert_eq!(value_on(&cluster, &new, key).await.as_ref(), Some(token));
         assert!(b.lock(key).try_acquire().await.unwrap().is_none());
     }
+    let down_window = match down_window {
+        Some(probe) => probe.await.unwrap(),
+        None => None,
+    };
     let mut other_lost = Vec::new();
     for w in watchers {
         if let Some(at) = w.await.unwrap() {
@@ -659,7 +670,8 @@ async fn primary_kill(full_coverage: bool) {
         }
     }
     println!(
-        "kill -9 {victim} (full coverage {full_coverage}): its {} leases of ttl {TTL:?} all \
+        "kill -9 {victim} (full coverage {full_coverage}): another shard's primary answered \
+         CLUSTERDOWN for {down_window:?}; its {} leases of ttl {TTL:?} all \
          reported lost {all_lost:?} after the kill; {new} promoted after {promoted:?}; another \
          manager took them after {taken_after:?}; its {} replicated leases of ttl {long_ttl:?} \
          and {} leases of ttl {long_ttl:?} on other shards kept; {} of {} leases of ttl \
@@ -826,4 +838,26 @@ async fn marks_failed(cluster: &TestCluster, observer: &str, addr: &str) -> bool
                 .nth(2)
                 .is_some_and(|flags| flags.split(',').any(|f| f == "fail"))
     })
+}
+
+/// How long the primary at `addr` answered `CLUSTERDOWN` to reads of `key`
+/// (one of its own keys): from its first such answer to its first normal
+/// answer after it, polled every 10 ms for at most `PATIENCE`; `None` if it
+/// never did.
+async fn clusterdown_window(addr: String, key: String) -> Option<Duration> {
+    let client = redis::Client::open(format!("redis://{addr}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let give_up = Instant::now() + PATIENCE;
+    let mut down_since = None;
+    while Instant::now() < give_up {
+        let read: redis::RedisResult<Value> =
+            redis::cmd("PTTL").arg(&key).query_async(&mut conn).await;
+        match (read, down_since) {
+            (Err(e), None) if e.code() == Some("CLUSTERDOWN") => down_since = Some(Instant::now()),
+            (Ok(_), Some(since)) => return Some(since.elapsed()),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }

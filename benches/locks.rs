@@ -4,11 +4,15 @@
 //!    `redis-benchmark --cluster -t set` with the same number of clients on
 //!    the same cluster in the same run;
 //! 2. client memory per held auto-renewed lease: resident memory of this
-//!    process before and after holding `--leases` leases, per lease, minus
-//!    the key bytes.
+//!    process (`Rss` of /proc/self/smaps_rollup, in the kernel's own units,
+//!    so no page size is assumed) before acquiring `--leases` leases and
+//!    again once every one of them has been renewed `--rounds` times, per
+//!    lease, minus the key bytes. The figure right after acquisition, before
+//!    any renewal round, is printed too.
 //!
 //! `cargo bench --features testkit --bench locks -- [--seconds S]
-//! [--workers W] [--keys K] [--leases N]`
+//! [--workers W] [--keys K] [--leases N] [--lease-ttl-seconds T]
+//! [--rounds R]`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -23,6 +27,10 @@ struct Options {
     workers: usize,
     keys: u64,
     leases: usize,
+    /// TTL of the held leases; renewal runs every third of it.
+    lease_ttl: Duration,
+    /// Renewal rounds every held lease goes through before memory is read.
+    rounds: u32,
 }
 
 fn options() -> Options {
@@ -31,6 +39,8 @@ fn options() -> Options {
         workers: 50,
         keys: 100_000,
         leases: 1_000_000,
+        lease_ttl: Duration::from_secs(30),
+        rounds: 3,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -41,6 +51,10 @@ fn options() -> Options {
             "--workers" => o.workers = value().expect("--workers N") as usize,
             "--keys" => o.keys = value().expect("--keys N"),
             "--leases" => o.leases = value().expect("--leases N") as usize,
+            "--lease-ttl-seconds" => {
+                o.lease_ttl = Duration::from_secs(value().expect("--lease-ttl-seconds T"))
+            }
+            "--rounds" => o.rounds = value().expect("--rounds R") as u32,
             _ => {
                 i += 1;
                 continue;
@@ -68,13 +82,15 @@ fn main() {
     report_cycles("multi-thread runtime", multi, &o);
     let current = {
         let seeds = seeds.clone();
-        let (seconds, workers, keys) = (o.seconds, o.workers, o.keys);
+        let (seconds, workers, keys, lease_ttl) = (o.seconds, o.workers, o.keys, o.lease_ttl);
         std::thread::spawn(move || {
             let o = Options {
                 seconds,
                 workers,
                 keys,
                 leases: 0,
+                lease_ttl,
+                rounds: 0,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -178,6 +194,7 @@ async fn memory_and_baseline(
         .await
         .expect("connect");
     let before = resident_bytes();
+    let ttl = o.lease_ttl;
     let mut guards = Vec::with_capacity(o.leases);
     let mut key_bytes = 0usize;
     let started = Instant::now();
@@ -192,7 +209,7 @@ async fn memory_and_baseline(
                 let key = format!("held:{i}");
                 let guard = mgr
                     .lock(&key)
-                    .ttl(Duration::from_secs(120))
+                    .ttl(ttl)
                     .acquire()
                     .await
                     .expect("acquire a fresh key");
@@ -212,31 +229,60 @@ async fn memory_and_baseline(
         key_bytes += held.iter().map(|g| g.key().len()).sum::<usize>();
         guards.extend(held);
     }
+    let acquired_in = started.elapsed();
+    let unrenewed = resident_bytes();
+    // A round is complete when every lease is confirmed past the latest
+    // validity any lease had when the round began: each has then been
+    // renewed by a request sent after that moment.
+    for _ in 0..o.rounds {
+        let latest = guards.iter().map(|g| g.valid_until()).max();
+        let give_up = Instant::now() + ttl.saturating_mul(2).min(Duration::from_secs(3600));
+        loop {
+            assert!(
+                guards.iter().all(|g| !g.is_lost()),
+                "a lease was lost while held"
+            );
+            if guards.iter().all(|g| Some(g.valid_until()) > latest) {
+                break;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "a renewal round did not complete within two TTLs"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
     let after = resident_bytes();
     let n = guards.len();
-    let per_lease = (after.saturating_sub(before)) as f64 / n as f64;
+    let per = |resident: u64| resident.saturating_sub(before) as f64 / n as f64;
+    let per_lease = per(after);
     let key_avg = key_bytes as f64 / n as f64;
+    let beyond = |per_lease: f64| per_lease - key_avg - "shardlock:lock:".len() as f64;
     println!(
-        "memory: {n} auto-renewed leases held (acquired in {:.1} s); resident +{:.1} MiB = {per_lease:.0} bytes per lease, {:.0} beyond the key (keys average {key_avg:.1} bytes plus the {}-byte namespace)",
-        started.elapsed().as_secs_f64(),
+        "memory: {n} auto-renewed leases of ttl {ttl:?} held (acquired in {:.1} s), after {} renewal rounds of each: resident +{:.1} MiB = {per_lease:.0} bytes per lease, {:.0} beyond the key (keys average {key_avg:.1} bytes plus the {}-byte namespace); before any round: {:.0} bytes per lease, {:.0} beyond the key",
+        acquired_in.as_secs_f64(),
+        o.rounds,
         (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
-        per_lease - key_avg - "shardlock:lock:".len() as f64,
-        "shardlock:lock:".len()
-    );
-    assert!(
-        guards.iter().all(|g| !g.is_lost()),
-        "a lease was lost while held"
+        beyond(per_lease),
+        "shardlock:lock:".len(),
+        per(unrenewed),
+        beyond(per(unrenewed)),
     );
     drop(guards);
 }
 
-/// Resident set size of this process, from /proc/self/statm.
+/// Resident set size of this process in bytes: `Rss` of
+/// /proc/self/smaps_rollup, which the kernel gives in kB whatever the page
+/// size.
 fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")
+        .expect("/proc/self/smaps_rollup (Linux 4.14 or later)");
+    rollup
+        .lines()
+        .find_map(|line| {
+            let kb = line.strip_prefix("Rss:")?.trim().strip_suffix("kB")?;
+            kb.trim().parse::<u64>().ok()
+        })
+        .expect("an Rss line in kB in /proc/self/smaps_rollup")
+        * 1024
 }

@@ -62,7 +62,8 @@
 //!
 //! # Layout
 //!
-//! I/O-free core (table-tested with literal replies):
+//! I/O-free core (table-tested with literal replies, property-tested with
+//! generated ones in the `*_props.rs` files):
 //! - [`slot`]: `key_slot`, the hash-tag rule, one short hash tag per slot.
 //! - [`topology`]: the immutable slot-map snapshot and its parsers for
 //!   `CLUSTER SHARDS` / `CLUSTER SLOTS`, RESP2 and RESP3; `topology/server.rs`
@@ -116,6 +117,9 @@ mod scripts;
 pub mod slot;
 mod stats;
 pub mod topology;
+
+#[cfg(test)]
+mod prop_values;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -450,3 +450,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "redirect_props.rs"]
+mod props;

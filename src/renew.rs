@@ -736,3 +736,7 @@ mod tests {
         assert_eq!(names(&chunk_fates(2, 900, &short)), ["unconfirmed"; 2]);
     }
 }
+
+#[cfg(test)]
+#[path = "renew_props.rs"]
+mod props;

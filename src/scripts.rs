@@ -41,3 +41,7 @@ pub(crate) fn compared(replies: &[Value], script: &str) -> Result<bool> {
         other => Err(Error::UnexpectedReply(format!("{script}: {other:?}"))),
     }
 }
+
+#[cfg(test)]
+#[path = "scripts_props.rs"]
+mod props;

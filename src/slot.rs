@@ -270,3 +270,7 @@ mod tests {
         let _ = slot_tag(SLOT_COUNT);
     }
 }
+
+#[cfg(test)]
+#[path = "slot_props.rs"]
+mod props;

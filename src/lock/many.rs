@@ -610,3 +610,7 @@ mod tests {
         assert!(group_by_node([], node_of).is_empty());
     }
 }
+
+#[cfg(test)]
+#[path = "many_props.rs"]
+mod props;

@@ -343,3 +343,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "request_props.rs"]
+mod props;

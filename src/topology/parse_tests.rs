@@ -884,3 +884,6 @@ fn mutations(value: &Value, out: &mut Vec<Value>) {
         _ => {}
     }
 }
+
+#[path = "parse_props.rs"]
+mod props;

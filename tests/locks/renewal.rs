@@ -575,6 +575,13 @@ async fn primary_kill(full_coverage: bool) {
         tokens.push(value_on(&cluster, &victim, key).await.expect("held"));
     }
 
+    let witness = cluster
+        .primary_of_slot(slot_of(&elsewhere[0]))
+        .await
+        .unwrap();
+    // Only with full coverage does another shard answer CLUSTERDOWN.
+    let down_window =
+        full_coverage.then(|| tokio::spawn(clusterdown_window(witness, lock_key(&elsewhere[0]))));
     cluster.kill(&victim).unwrap();
     let killed = Instant::now();
     // Another manager takes each short lease as soon as the cluster lets
@@ -652,6 +659,10 @@ async fn primary_kill(full_coverage: bool) {
         assert_eq!(value_on(&cluster, &new, key).await.as_ref(), Some(token));
         assert!(b.lock(key).try_acquire().await.unwrap().is_none());
     }
+    let down_window = match down_window {
+        Some(probe) => probe.await.unwrap(),
+        None => None,
+    };
     let mut other_lost = Vec::new();
     for w in watchers {
         if let Some(at) = w.await.unwrap() {
@@ -659,7 +670,8 @@ async fn primary_kill(full_coverage: bool) {
         }
     }
     println!(
-        "kill -9 {victim} (full coverage {full_coverage}): its {} leases of ttl {TTL:?} all \
+        "kill -9 {victim} (full coverage {full_coverage}): another shard's primary answered \
+         CLUSTERDOWN for {down_window:?}; its {} leases of ttl {TTL:?} all \
          reported lost {all_lost:?} after the kill; {new} promoted after {promoted:?}; another \
          manager took them after {taken_after:?}; its {} replicated leases of ttl {long_ttl:?} \
          and {} leases of ttl {long_ttl:?} on other shards kept; {} of {} leases of ttl \
@@ -673,4 +685,179 @@ async fn primary_kill(full_coverage: bool) {
     for g in long.into_iter().chain(other_long).chain(thieves) {
         g.release().await.unwrap();
     }
+}
+
+/// While a killed primary has no replacement (its only replica is paused,
+/// so no election ends the outage), Redis's default
+/// `cluster-require-full-coverage yes` makes the other shards' primaries
+/// answer `CLUSTERDOWN` for their own keys, renewal cannot get through, and
+/// short leases on every shard are reported lost, not only the dead one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreplaced_primary_loses_short_leases_on_every_shard() {
+    unreplaced_primary(true).await;
+}
+
+/// The same outage with `cluster-require-full-coverage no`: the other
+/// shards keep answering and their short leases stay held; only the dead
+/// shard's are lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreplaced_primary_loses_only_its_own_leases_without_full_coverage() {
+    unreplaced_primary(false).await;
+}
+
+/// kill -9 of the primary of `SLOT_ON_SHARD` with its replica paused, short
+/// leases held on every shard; see the two tests above. The outage lasts
+/// until the replica is resumed, so what is asserted does not depend on how
+/// long an election takes.
+async fn unreplaced_primary(full_coverage: bool) {
+    let spec = ClusterSpec {
+        node_timeout: Duration::from_secs(1),
+        ..ClusterSpec::default()
+    };
+    let cluster = TestCluster::start_with(spec).await.unwrap();
+    if !full_coverage {
+        for addr in cluster.addrs() {
+            let set = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("cluster-require-full-coverage")
+                .arg("no")
+                .clone();
+            assert_eq!(on_node(&cluster, &addr, &set).await, Value::Okay);
+        }
+    }
+    let (a, b) = (manager(&cluster).await, manager(&cluster).await);
+    let (on_shard, elsewhere) = shard_and_other_keys(&cluster, "outage").await;
+    let mut dead = Vec::new();
+    for key in &on_shard {
+        dead.push(hold(&a, key, TTL).await);
+    }
+    let mut others = Vec::new();
+    for key in &elsewhere {
+        others.push(hold(&a, key, TTL).await);
+    }
+    let victim = cluster.primary_of_slot(SLOT_ON_SHARD).await.unwrap();
+    let replica = cluster.replica_of(&victim).await.unwrap();
+    let mut witnesses = Vec::new();
+    for key in &elsewhere {
+        let primary = cluster.primary_of_slot(slot_of(key)).await.unwrap();
+        if !witnesses.iter().any(|(p, _)| *p == primary) {
+            witnesses.push((primary, key.clone()));
+        }
+    }
+    assert_eq!(witnesses.len(), 2, "{witnesses:?}");
+
+    cluster.pause(&replica).unwrap();
+    cluster.kill(&victim).unwrap();
+    for g in &dead {
+        tokio::time::timeout(PATIENCE, g.lost())
+            .await
+            .unwrap_or_else(|_| panic!("{g:?}: lost() did not resolve"));
+    }
+    let (c, v, w) = (&cluster, &victim, &witnesses);
+    wait_until(
+        PATIENCE,
+        "the other primaries to mark the dead one failed",
+        || async move {
+            for (primary, _) in w {
+                if !marks_failed(c, primary, v).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    for (primary, key) in &witnesses {
+        let read = cluster
+            .command(primary, redis::cmd("PTTL").arg(lock_key(key)))
+            .await;
+        if full_coverage {
+            let e = read.expect_err("a read on a healthy shard during the outage");
+            assert_eq!(e.server_code(), Some("CLUSTERDOWN"), "{primary}: {e}");
+        } else {
+            assert!(matches!(read, Ok(Value::Int(_))), "{primary}: {read:?}");
+        }
+    }
+    if full_coverage {
+        for g in &others {
+            tokio::time::timeout(PATIENCE, g.lost())
+                .await
+                .unwrap_or_else(|_| panic!("{g:?}: lost() did not resolve"));
+        }
+    } else {
+        let all: Vec<&LockGuard> = others.iter().collect();
+        stay_held_for(TTL * 3, &all).await;
+    }
+
+    cluster.resume(&replica).unwrap();
+    wait_until(PATIENCE, "the replica to take over", || async move {
+        matches!(c.primary_of_slot(SLOT_ON_SHARD).await, Ok(p) if p != *v)
+    })
+    .await;
+    // The leases reported lost were not renewed behind the holder's back:
+    // once the cluster serves again, another manager takes them.
+    let lost: Vec<&String> = if full_coverage {
+        on_shard.iter().chain(&elsewhere).collect()
+    } else {
+        on_shard.iter().collect()
+    };
+    for key in lost {
+        let taken = b.lock(key).ttl(TTL).wait(PATIENCE).acquire().await;
+        taken
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .release()
+            .await
+            .unwrap();
+    }
+    if !full_coverage {
+        for g in others {
+            g.release().await.unwrap();
+        }
+    }
+}
+
+/// Whether the node at `observer` flags the node at `addr` as failed
+/// (`fail`, not only `fail?`) in `CLUSTER NODES`.
+async fn marks_failed(cluster: &TestCluster, observer: &str, addr: &str) -> bool {
+    let nodes = match on_node(
+        cluster,
+        observer,
+        &redis::cmd("CLUSTER").arg("NODES").clone(),
+    )
+    .await
+    {
+        Value::BulkString(text) => String::from_utf8(text).unwrap(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("CLUSTER NODES on {observer}: {other:?}"),
+    };
+    let at = format!(" {addr}@");
+    nodes.lines().any(|line| {
+        line.contains(&at)
+            && line
+                .split(' ')
+                .nth(2)
+                .is_some_and(|flags| flags.split(',').any(|f| f == "fail"))
+    })
+}
+
+/// How long the primary at `addr` answered `CLUSTERDOWN` to reads of `key`
+/// (one of its own keys): from its first such answer to its first normal
+/// answer after it, polled every 10 ms for at most `PATIENCE`; `None` if it
+/// never did.
+async fn clusterdown_window(addr: String, key: String) -> Option<Duration> {
+    let client = redis::Client::open(format!("redis://{addr}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let give_up = Instant::now() + PATIENCE;
+    let mut down_since = None;
+    while Instant::now() < give_up {
+        let read: redis::RedisResult<Value> =
+            redis::cmd("PTTL").arg(&key).query_async(&mut conn).await;
+        match (read, down_since) {
+            (Err(e), None) if e.code() == Some("CLUSTERDOWN") => down_since = Some(Instant::now()),
+            (Ok(_), Some(since)) => return Some(since.elapsed()),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }

@@ -24,10 +24,6 @@ fn reference_redirect(detail: &str) -> Option<(u16, String)> {
     Some((slot, addr.to_owned()))
 }
 
-/// Codes whose action item 9 of issue 11 may change (fatal today,
-/// transient after): only "not a redirect, not done" is asserted for them.
-const CODES_UNDER_CHANGE: &[&str] = &["BUSY", "NOREPLICAS"];
-
 /// The action the module docs give for error `code` with `detail`.
 fn reference_action(code: &str, detail: &str) -> Option<Action> {
     Some(match code {
@@ -43,7 +39,8 @@ fn reference_action(code: &str, detail: &str) -> Option<Action> {
         "READONLY" => Action::Refresh(RetryCause::ReadOnly),
         "NOSCRIPT" => Action::NoScript,
         "WRONGPASS" | "NOAUTH" => Action::Fail(FailCause::Auth(format!("{code} {detail}"))),
-        c if CODES_UNDER_CHANGE.contains(&c) => return None,
+        "BUSY" => Action::Refresh(RetryCause::Busy),
+        "NOREPLICAS" => Action::Refresh(RetryCause::NoReplicas),
         _ => Action::Fail(FailCause::Server {
             code: code.to_owned(),
             message: detail.to_owned(),

@@ -1,24 +1,60 @@
 //! [`LockGuard`]: a held lease, and the [`Lease`] record it shares with the
 //! renewal task.
+//!
+//! Life of a lease (`Lease::state`): held → lost (renewal or an extend found
+//! it gone or taken, renewal could not confirm it in time, or its
+//! `valid_until` passed) → released; or held → released. A lost lease is
+//! still compare-and-deleted by token on release and on drop: a renewal or
+//! extend whose reply never came back may have kept our token on the server.
+//! Leases that no guard ever held (the cleanup of a failed acquire, a
+//! Redlock release by token) are only ever released.
+//!
+//! `valid_until` never runs ahead of what the server may hold: extends of
+//! one lease are serialized, each one first lowers it to its own send time
+//! plus TTL, and only the extend that got its reply sets it again (a
+//! renewal confirms only while no extend is in flight, and renewals of an
+//! older schedule are void).
+//!
+//! Release tells apart a key it deleted, a key that was absent, and a key
+//! held by another token. When an attempt went unanswered (timed out, or
+//! its connection broke) and a resend then finds the key absent, the first
+//! attempt most likely deleted it: that counts as released if it was sent
+//! while the lease was held and valid.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::manager::LockManager;
-use super::token::{FencingToken, lock_value};
+use super::token::{FencingToken, lock_value, lock_value_prefix};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::metrics::ReleaseOutcome;
+use crate::redirect::RetryCause;
+use crate::request::Request;
 use crate::router::Retry;
-use crate::scripts;
+use crate::scripts::{self, Released};
+use redis::Value;
 
+/// Held by a guard.
 const HELD: u8 = 0;
+/// Held by a guard that knows it lost it (the key may still hold our token).
 const LOST: u8 = 1;
+/// Released (or handed to the background release) while held.
 const RELEASED: u8 = 2;
+/// Released (or handed to the background release) after it was lost.
+const RELEASED_LOST: u8 = 3;
+/// Never held by a guard: a release by token (Redlock's cleanup).
+const UNGUARDED: u8 = 4;
+/// Never held by a guard: the cleanup of an acquire that failed or was
+/// cancelled after sending, whose request may have set the key.
+const ORPHAN: u8 = 5;
+/// [`ORPHAN`] of a fenced acquire: the fence is unknown, so the key is
+/// released if its value starts with our token.
+const ORPHAN_FENCED: u8 = 6;
 
 /// One acquisition: what the renewal task and the guard both need. Kept
 /// small: a million of these are held at once in the memory benchmark.
@@ -45,7 +81,11 @@ pub(crate) struct Lease {
     /// Renewal schedule; bumped by `extend`, which re-registers the lease.
     schedule: AtomicU32,
     state: AtomicU8,
-    lost: Notify,
+    /// An extend is in flight (extends of one lease take turns).
+    extending: AtomicBool,
+    /// Wakes `lost()` waiters (on loss) and extends waiting for their turn
+    /// (when one ends); each re-checks its own condition.
+    changed: Notify,
 }
 
 impl Lease {
@@ -76,8 +116,43 @@ impl Lease {
             valid_until: AtomicU64::new(since_epoch(sent_at + ttl)),
             schedule: AtomicU32::new(0),
             state: AtomicU8::new(HELD),
-            lost: Notify::new(),
+            extending: AtomicBool::new(false),
+            changed: Notify::new(),
         }
+    }
+
+    /// A record of what an acquire that failed (or was dropped) after
+    /// sending may have left on `key`: released by token, never renewed,
+    /// never counted as held. Fenced: the fence is unknown, so any value
+    /// that starts with the token is ours.
+    pub(crate) fn orphan(
+        key: Box<[u8]>,
+        slot: u16,
+        token: u128,
+        fenced: bool,
+        class: &'static str,
+        retry: Retry,
+    ) -> Lease {
+        let now = Instant::now();
+        let mut lease = Lease::new(key, slot, token, None, Duration::ZERO, false, class, now);
+        lease.retry = retry;
+        lease.state = AtomicU8::new(if fenced { ORPHAN_FENCED } else { ORPHAN });
+        lease
+    }
+
+    /// A record for releasing `token`'s lease on `key` without a guard.
+    pub(crate) fn unguarded(
+        key: Box<[u8]>,
+        slot: u16,
+        token: u128,
+        class: &'static str,
+        retry: Retry,
+    ) -> Lease {
+        let now = Instant::now();
+        let mut lease = Lease::new(key, slot, token, None, Duration::ZERO, false, class, now);
+        lease.retry = retry;
+        lease.state = AtomicU8::new(UNGUARDED);
+        lease
     }
 
     /// What the lock key holds while this lease is held.
@@ -93,9 +168,14 @@ impl Lease {
         self.ttl_ms.store(ttl_ms(ttl), Ordering::Relaxed);
     }
 
-    /// Records that the lease was confirmed (renewed or extended) by a
-    /// request sent at `sent_at` for `ttl`.
+    /// Records that a renewal sent at `sent_at` for `ttl` was confirmed. It
+    /// cannot move `valid_until` while an extend is in flight (the extend
+    /// sets it when it ends); renewals of an older schedule are voided by
+    /// the renewal task before they get here.
     pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
+        if self.extending.load(Ordering::Acquire) {
+            return;
+        }
         self.valid_until
             .fetch_max(since_epoch(sent_at + ttl), Ordering::AcqRel);
     }
@@ -107,6 +187,49 @@ impl Lease {
         self.schedule.fetch_add(1, Ordering::AcqRel);
         self.valid_until
             .fetch_min(since_epoch(sent_at + ttl), Ordering::AcqRel);
+    }
+
+    /// After an extend to `ttl` sent at `sent_at` was confirmed. A renewal
+    /// sent before it, with the old TTL, may still land after it: with
+    /// auto-renewal the lease counts on the shorter of the two TTLs until
+    /// the next renewal (due at once) confirms the new one.
+    fn extended(&self, sent_at: Instant, ttl: Duration) {
+        let counted = if self.auto_renew {
+            ttl.min(self.ttl())
+        } else {
+            ttl
+        };
+        self.set_ttl(ttl);
+        self.valid_until
+            .store(since_epoch(sent_at + counted), Ordering::Release);
+    }
+
+    /// After an extend to `ttl` sent at `sent_at` failed without an answer:
+    /// it may still land, so the lease counts on the shorter TTL, and so
+    /// does renewal (a renewal with the longer one could be overtaken by
+    /// it).
+    fn extend_unknown(&self, sent_at: Instant, ttl: Duration) {
+        if ttl < self.ttl() {
+            self.set_ttl(ttl);
+        }
+        self.valid_until
+            .fetch_min(since_epoch(sent_at + ttl), Ordering::AcqRel);
+    }
+
+    /// Waits until no other extend of this lease is in flight and takes the
+    /// turn; it is given back when the returned value drops.
+    async fn extend_turn(&self) -> ExtendTurn<'_> {
+        loop {
+            let changed = self.changed.notified();
+            if self
+                .extending
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return ExtendTurn { lease: self };
+            }
+            changed.await;
+        }
     }
 
     /// The current renewal schedule (the renewal task's entries carry it).
@@ -123,19 +246,42 @@ impl Lease {
         self.state.load(Ordering::Acquire) == HELD
     }
 
+    /// Lost, or held past `valid_until` (which marks it lost now).
     pub(crate) fn is_lost(&self) -> bool {
-        self.state.load(Ordering::Acquire) == LOST
+        match self.state.load(Ordering::Acquire) {
+            LOST | RELEASED_LOST => true,
+            HELD => self.expire_if_due(),
+            _ => false,
+        }
+    }
+
+    /// Held → lost once `valid_until` has passed: the holder can no longer
+    /// know it holds the lease. Counted in `shardlock_leases_lost_total`
+    /// only with auto-renewal (renewal failed to confirm it); a lease
+    /// without auto-renewal that runs out its TTL has simply ended.
+    fn expire_if_due(&self) -> bool {
+        if Instant::now() < self.valid_until() {
+            return false;
+        }
+        self.end_as_lost(self.auto_renew);
+        matches!(self.state.load(Ordering::Acquire), LOST | RELEASED_LOST)
     }
 
     /// Held → lost; wakes every `lost()` waiter. False if it was not held.
     pub(crate) fn mark_lost(&self) -> bool {
+        self.end_as_lost(true)
+    }
+
+    fn end_as_lost(&self, counted: bool) -> bool {
         let changed = self
             .state
             .compare_exchange(HELD, LOST, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if changed {
-            self.lost.notify_waiters();
-            crate::metrics::lease_lost(self.class);
+            self.changed.notify_waiters();
+            if counted {
+                crate::metrics::lease_lost(self.class);
+            }
             crate::metrics::lease_ended(self.class, self.acquired_at.elapsed());
         }
         changed
@@ -151,6 +297,28 @@ impl Lease {
             crate::metrics::lease_ended(self.class, self.acquired_at.elapsed());
         }
         changed
+    }
+
+    /// Held or lost → released, for a guard's release or drop: true when
+    /// the lease's key is to be compare-and-deleted (once per lease).
+    fn take_for_release(&self) -> bool {
+        self.mark_released()
+            || self
+                .state
+                .compare_exchange(LOST, RELEASED_LOST, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+}
+
+/// The turn of one extend; gives it back to the next one when dropped.
+struct ExtendTurn<'a> {
+    lease: &'a Lease,
+}
+
+impl Drop for ExtendTurn<'_> {
+    fn drop(&mut self) {
+        self.lease.extending.store(false, Ordering::Release);
+        self.lease.changed.notify_waiters();
     }
 }
 
@@ -203,30 +371,46 @@ impl LockGuard {
         self.lease.valid_until()
     }
 
-    /// True once the lease is known lost (renewal found it gone or taken,
-    /// or could not confirm it before it expired).
+    /// True once the lease is known lost: renewal or an extend found it
+    /// gone or taken, renewal could not confirm it before it expired, or
+    /// [`valid_until`](Self::valid_until) has passed (with or without
+    /// auto-renewal). Once true, it stays true.
     pub fn is_lost(&self) -> bool {
         self.lease.is_lost()
     }
 
-    /// Resolves when the lease is lost: renewal found the key gone or held
-    /// by another token, or could not renew it before it expired. Pending
-    /// for as long as the lease is held; never resolves after a release.
+    /// Resolves when the lease is lost (exactly when
+    /// [`is_lost`](Self::is_lost) becomes true): renewal or an extend found
+    /// the key gone or held by another token, renewal could not confirm it
+    /// before it expired, or [`valid_until`](Self::valid_until) passed —
+    /// without auto-renewal, that is when its TTL runs out. Pending while
+    /// the lease is held and valid.
     pub async fn lost(&self) {
         loop {
-            let notified = self.lease.lost.notified();
+            let changed = self.lease.changed.notified();
             if self.lease.is_lost() {
                 return;
             }
-            notified.await;
+            // Wakes at the current validity end; a renewal or an extend may
+            // have moved it by then, so it is checked again.
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(self.lease.valid_until()) => {}
+            }
         }
     }
 
     /// Sets the lease to expire `ttl` from now, if it is still ours.
-    /// [`Error::NotHeld`] when it was lost or taken meanwhile.
+    /// [`Error::NotHeld`] when it was lost or taken meanwhile (or its
+    /// `valid_until` has passed). Extends of one guard take turns: a second
+    /// one waits for the first to end, so `valid_until` always follows the
+    /// one the server applied last. When the extend fails without an answer
+    /// (it may still land), the lease counts on the shorter of its old TTL
+    /// and `ttl` from then on.
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
         self.manager.check_ttl(ttl, self.lease.auto_renew)?;
-        if !self.lease.is_held() {
+        let _turn = self.lease.extend_turn().await;
+        if !self.lease.is_held() || self.lease.is_lost() {
             return Err(Error::NotHeld);
         }
         let request = scripts::extend(&self.lease.key, &self.lease.value(), ttl.as_millis() as u64);
@@ -234,15 +418,24 @@ impl LockGuard {
         self.lease.extending(sent_at, ttl);
         // The old renewal schedule is void from here; a new one starts when
         // this call ends, however it ends (success, error, or dropped).
+        // Declared after the turn, so it runs first: the new schedule is
+        // registered while no other extend can start.
         let _reschedule = Reschedule { guard: self };
+        let mut unknown = ExtendUnknown {
+            lease: &self.lease,
+            sent_at,
+            ttl,
+            armed: true,
+        };
         let replies = self
             .manager
             .client()
             .execute_with(self.lease.slot, &request, self.lease.retry)
             .await?;
-        if scripts::compared(&replies, "extend")? {
-            self.lease.set_ttl(ttl);
-            self.lease.confirm(sent_at, ttl);
+        let applied = scripts::compared(&replies, "extend")?;
+        unknown.armed = false;
+        if applied {
+            self.lease.extended(sent_at, ttl);
             Ok(())
         } else {
             self.lease.mark_lost();
@@ -253,15 +446,22 @@ impl LockGuard {
     /// Stops renewing and forgets the lease without releasing it (the caller
     /// releases it by token).
     pub(crate) fn disarm(self) {
-        self.lease.mark_released();
+        self.lease.take_for_release();
     }
 
-    /// Releases the lease (compare-and-delete: only if it is still ours).
-    /// [`Error::NotHeld`] when it had already expired, been lost or taken.
+    /// Releases the lease: compare-and-delete by token, also when the lease
+    /// is already known lost (a renewal or extend whose reply never came
+    /// back may have kept our token there). `Ok` when our token was there
+    /// and is now deleted — or when a resend, after an attempt that went
+    /// unanswered, finds the key absent while the lease was held and
+    /// valid at the first attempt (that attempt most likely deleted it).
+    /// [`Error::NotHeld`] when the key was absent or held by another token
+    /// (expired, lost, or taken); [`lost()`](Self::lost) of a lost lease
+    /// stays resolved either way.
     pub async fn release(self) -> Result<()> {
         // Taking the state first disarms Drop's background release and
         // stops renewal of this lease.
-        if !self.lease.mark_released() {
+        if !self.lease.take_for_release() {
             crate::metrics::release(self.lease.class, ReleaseOutcome::NotHeld);
             return Err(Error::NotHeld);
         }
@@ -288,7 +488,8 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.lease.mark_released() {
+        // Lost leases too: the key may still hold our token.
+        if self.lease.take_for_release() {
             self.manager.release_in_background(self.lease.clone());
         }
     }
@@ -309,6 +510,24 @@ impl Drop for Reschedule<'_> {
     }
 }
 
+/// An extend sent but not answered: dropped armed (an error, or the
+/// future dropped), the extend may still land, and the lease counts on the
+/// shorter TTL.
+struct ExtendUnknown<'a> {
+    lease: &'a Lease,
+    sent_at: Instant,
+    ttl: Duration,
+    armed: bool,
+}
+
+impl Drop for ExtendUnknown<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.lease.extend_unknown(self.sent_at, self.ttl);
+        }
+    }
+}
+
 /// A release in progress; dropped unfinished, it hands the lease to the
 /// background release.
 struct PendingRelease<'a> {
@@ -325,22 +544,82 @@ impl Drop for PendingRelease<'_> {
 }
 
 /// Compare-and-delete of `lease` on the server, recorded by outcome: true
-/// when it was still ours and is now gone.
+/// when it was still ours and is now gone (see [`LockGuard::release`] for a
+/// resend that finds it absent). Orphans of failed acquires are recorded
+/// apart, in `shardlock_orphan_releases_total`.
 pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool> {
-    let request = scripts::release(&lease.key, &lease.value());
-    let released = match client.execute_with(lease.slot, &request, lease.retry).await {
-        Ok(replies) => scripts::compared(&replies, "release"),
+    let state = lease.state.load(Ordering::Acquire);
+    let request = if state == ORPHAN_FENCED {
+        scripts::release_prefix(&lease.key, &lock_value_prefix(lease.token))
+    } else {
+        scripts::release(&lease.key, &lease.value())
+    };
+    let first_sent = Instant::now();
+    let released = match send_release(client, lease, &request).await {
+        Ok((replies, unanswered)) => scripts::released(&replies).map(|found| match found {
+            Released::Deleted => true,
+            // Only a resend finds the key our first attempt deleted.
+            Released::Absent => unanswered && state == RELEASED && first_sent < lease.valid_until(),
+            Released::Other => false,
+        }),
         Err(e) => Err(e),
     };
-    crate::metrics::release(
-        lease.class,
-        match released {
-            Ok(true) => ReleaseOutcome::Released,
-            Ok(false) => ReleaseOutcome::NotHeld,
-            Err(_) => ReleaseOutcome::Error,
-        },
-    );
+    let outcome = match released {
+        Ok(true) => ReleaseOutcome::Released,
+        Ok(false) => ReleaseOutcome::NotHeld,
+        Err(_) => ReleaseOutcome::Error,
+    };
+    if matches!(state, ORPHAN | ORPHAN_FENCED) {
+        crate::metrics::orphan_release(lease.class, outcome);
+    } else {
+        crate::metrics::release(lease.class, outcome);
+    }
     released
+}
+
+/// Sends a release within one request timeout, retrying unavailability as
+/// the lease's `retry` allows; also tells whether an earlier attempt went
+/// unanswered (timed out or lost its connection: it may have run).
+async fn send_release(
+    client: &Client,
+    lease: &Lease,
+    request: &Request,
+) -> Result<(Vec<Value>, bool)> {
+    let router = client.router();
+    let started = Instant::now();
+    let deadline = started + client.request_timeout();
+    let backoff = router.shared.config.retry_backoff;
+    let mut unanswered = false;
+    let mut attempts: u32 = 0;
+    loop {
+        // Redirects are followed inside; every unavailability comes back
+        // here, so that it is known whether the request may have run.
+        match router
+            .execute(lease.slot, request, deadline, Retry::RedirectsOnly)
+            .await
+        {
+            Ok(replies) => return Ok((replies, unanswered)),
+            Err(Error::DeadlineExceeded {
+                attempts: tried,
+                last,
+                ..
+            }) => {
+                attempts = attempts.saturating_add(tried);
+                unanswered |= matches!(last, RetryCause::TimedOut | RetryCause::ConnectionLost);
+                let now = Instant::now();
+                if lease.retry == Retry::RedirectsOnly || now >= deadline {
+                    return Err(Error::DeadlineExceeded {
+                        attempts,
+                        elapsed: now - started,
+                        last,
+                    });
+                }
+                let delay = backoff.delay(attempts.saturating_sub(1));
+                tokio::time::sleep_until(deadline.min(now + delay)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl std::fmt::Debug for LockGuard {

@@ -383,14 +383,11 @@ impl LockManager {
     fn unguarded_lease(&self, key: &[u8], token: u128) -> Result<Arc<Lease>> {
         let full = self.full_key(key)?;
         let slot = Self::slot_of(&full);
-        let ttl = self.settings().default_ttl;
         let class = self.key_class(key);
-        let now = tokio::time::Instant::now();
-        let mut lease = Lease::new(full, slot, token, None, ttl, false, class, now);
         // Only Redlock releases by token; its instances do not wait out an
         // unavailability.
-        lease.retry = crate::router::Retry::RedirectsOnly;
-        Ok(Arc::new(lease))
+        let retry = crate::router::Retry::RedirectsOnly;
+        Ok(Arc::new(Lease::unguarded(full, slot, token, class, retry)))
     }
 
     /// Compare-and-delete of `key` if it holds `token`'s value; true when

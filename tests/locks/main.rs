@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod basics;
+mod edges;
 mod exclusion;
 mod fencing;
 mod many;

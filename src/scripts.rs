@@ -68,3 +68,21 @@ pub(crate) fn compared(replies: &[Value], script: &str) -> Result<bool> {
         other => Err(Error::UnexpectedReply(format!("{script}: {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Release's three answers, and anything else as an error.
+    #[test]
+    fn release_replies() {
+        let one = |v: Value| released(&[v]);
+        assert_eq!(one(Value::Int(1)).unwrap(), Released::Deleted);
+        assert_eq!(one(Value::Int(0)).unwrap(), Released::Absent);
+        assert_eq!(one(Value::Int(-1)).unwrap(), Released::Other);
+        for bad in [Value::Int(2), Value::Nil, Value::Okay] {
+            assert!(matches!(one(bad), Err(Error::UnexpectedReply(_))));
+        }
+        assert!(matches!(released(&[]), Err(Error::UnexpectedReply(_))));
+    }
+}

@@ -14,9 +14,7 @@ use tokio::time::Instant;
 
 use crate::support::{lock_key, wait_until};
 
-#[path = "../common/recorded.rs"]
-mod recorded;
-use recorded::{counter_with, recorded};
+use crate::support::recorded::{counter_with, recorded};
 
 /// Lease length of keys that must be gone long before it runs out.
 const LONG_TTL: Duration = Duration::from_secs(30);

@@ -6,9 +6,7 @@ use shardlock::testkit::StandaloneServer;
 
 use crate::support::wait_until;
 
-#[path = "../common/recorded.rs"]
-mod recorded;
-use recorded::{counter_with, gauge_with, histogram_samples_with, recorded};
+use crate::support::recorded::{counter_with, gauge_with, histogram_samples_with, recorded};
 
 /// The key classes of the test: the text before the first `:`, `user` and
 /// `order` declared; `cart` is not, so it is recorded as `other`.

@@ -112,6 +112,7 @@ fn failed_acquire_leaves_no_orphan_lease() {
             let request = mgr.lock("orphan").ttl(LONG_TTL);
             let request = if fenced { request.fenced() } else { request };
             let failed = request.acquire().await;
+            let failed_at = Instant::now();
             server.resume().unwrap();
             assert!(
                 matches!(failed, Err(Error::DeadlineExceeded { .. })),
@@ -123,6 +124,11 @@ fn failed_acquire_leaves_no_orphan_lease() {
                 || async { !exists(&mut conn.clone(), "orphan").await },
             )
             .await;
+            // The figure the README quotes (printed, not asserted).
+            eprintln!(
+                "fenced {fenced}: the orphan was gone {:?} after the failed acquire returned",
+                failed_at.elapsed()
+            );
             // Free for others at once, not after the TTL.
             let other = mgr.lock("orphan").try_acquire().await.unwrap();
             other

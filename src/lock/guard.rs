@@ -171,13 +171,35 @@ impl Lease {
     /// Records that a renewal sent at `sent_at` for `ttl` was confirmed. It
     /// cannot move `valid_until` while an extend is in flight (the extend
     /// sets it when it ends); renewals of an older schedule are voided by
-    /// the renewal task before they get here.
+    /// the renewal task before they get here. An extend that starts while
+    /// this runs sets its flag before lowering `valid_until`, so a raise
+    /// that may have crossed it is taken back (a CAS that fails means the
+    /// extend's own bound is already in place).
     pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
-        if self.extending.load(Ordering::Acquire) {
-            return;
+        let confirmed = since_epoch(sent_at + ttl);
+        let mut current = self.valid_until.load(Ordering::SeqCst);
+        loop {
+            if self.extending.load(Ordering::SeqCst) || confirmed <= current {
+                return;
+            }
+            match self.valid_until.compare_exchange(
+                current,
+                confirmed,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
         }
-        self.valid_until
-            .fetch_max(since_epoch(sent_at + ttl), Ordering::AcqRel);
+        if self.extending.load(Ordering::SeqCst) {
+            let _ = self.valid_until.compare_exchange(
+                confirmed,
+                current,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
     }
 
     /// Before an extend to `ttl` sent at `sent_at`: the lease may end as
@@ -186,7 +208,7 @@ impl Lease {
     fn extending(&self, sent_at: Instant, ttl: Duration) {
         self.schedule.fetch_add(1, Ordering::AcqRel);
         self.valid_until
-            .fetch_min(since_epoch(sent_at + ttl), Ordering::AcqRel);
+            .fetch_min(since_epoch(sent_at + ttl), Ordering::SeqCst);
     }
 
     /// After an extend to `ttl` sent at `sent_at` was confirmed. A renewal
@@ -223,7 +245,7 @@ impl Lease {
             let changed = self.changed.notified();
             if self
                 .extending
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
                 return ExtendTurn { lease: self };
@@ -317,7 +339,7 @@ struct ExtendTurn<'a> {
 
 impl Drop for ExtendTurn<'_> {
     fn drop(&mut self) {
-        self.lease.extending.store(false, Ordering::Release);
+        self.lease.extending.store(false, Ordering::SeqCst);
         self.lease.changed.notify_waiters();
     }
 }

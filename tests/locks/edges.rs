@@ -360,3 +360,58 @@ async fn lost_leases_are_still_released_by_token() {
         .await;
     }
 }
+
+/// With renewals of a 300 ms auto-renewed lease landing all along (every
+/// 100 ms), 15 rounds of `join!(extend(30 s), extend(300 ms))` and single
+/// extends, each started as soon as a renewal landed on the server, leave `valid_until()` no later than the key's
+/// expiry on the server (read after it; renewals only move that expiry
+/// later), and the lease is never reported lost.
+#[test]
+fn extends_racing_renewals_never_overstate_valid_until() {
+    let snapshot = recorded(|| async {
+        let server = StandaloneServer::start().await.unwrap();
+        let mgr = impatient(&server, Duration::from_secs(1), Duration::from_secs(5)).await;
+        let mut conn = raw(&server).await;
+        let short = Duration::from_millis(300);
+        let guard = mgr.lock("raced").ttl(short).acquire().await.unwrap();
+        for round in 0..15 {
+            // Each round starts as soon as a renewal has landed on the
+            // server, while its reply may still be on its way to the
+            // renewal task: its confirmation races the extends.
+            let probe = conn.clone();
+            wait_until(Duration::from_secs(5), "the key's TTL to run down", || {
+                let mut probe = probe.clone();
+                async move { pttl(&mut probe, "raced").await <= 250 }
+            })
+            .await;
+            wait_until(Duration::from_secs(5), "a renewal to land", || {
+                let mut probe = probe.clone();
+                async move { pttl(&mut probe, "raced").await > 250 }
+            })
+            .await;
+            let (a, b) = tokio::join!(guard.extend(LONG_TTL), guard.extend(short));
+            a.unwrap();
+            b.unwrap();
+            if round % 2 == 1 {
+                guard.extend(short).await.unwrap();
+            }
+            let valid_until = guard.valid_until();
+            let ms = pttl(&mut conn, "raced").await;
+            let read = Instant::now();
+            assert!(ms > 0, "round {round}: PTTL {ms}");
+            let expires = read + Duration::from_millis(ms as u64 + 1);
+            assert!(
+                valid_until <= expires,
+                "round {round}: valid_until is {:?} after the key expires on the server (PTTL {ms} ms)",
+                valid_until - expires
+            );
+            assert!(!guard.is_lost(), "round {round}");
+        }
+        guard.release().await.unwrap();
+    });
+    let renewals = counter_with(&snapshot, shardlock::metrics::RENEWALS_TOTAL, &[]);
+    assert!(
+        renewals >= 5,
+        "only {renewals} renewals landed during the extends"
+    );
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::class::KeyClasses;
-use super::guard::Lease;
+use super::lease::Lease;
 use super::many::ManyLockRequest;
 use super::request::LockRequest;
 use crate::client::{Client, ClientBuilder};
@@ -394,7 +394,7 @@ impl LockManager {
     /// it did and is now gone.
     pub(crate) async fn release_token(&self, key: &[u8], token: u128) -> Result<bool> {
         let lease = self.unguarded_lease(key, token)?;
-        super::guard::release_lease(self.client(), &lease).await
+        super::lease::release_lease(self.client(), &lease).await
     }
 
     /// [`release_token`](Self::release_token) in the background.

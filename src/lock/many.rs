@@ -51,7 +51,8 @@ use futures_util::future::join_all;
 use redis::{Pipeline, Value};
 use tokio::time::Instant;
 
-use super::guard::{Lease, LockGuard};
+use super::guard::LockGuard;
+use super::lease::Lease;
 use super::manager::LockManager;
 use super::token::{lock_value, new_token};
 use super::wait::until_acquired;

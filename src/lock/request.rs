@@ -29,7 +29,8 @@ use std::time::Duration;
 use redis::Value;
 use tokio::time::Instant;
 
-use super::guard::{Lease, LockGuard};
+use super::guard::LockGuard;
+use super::lease::Lease;
 use super::manager::LockManager;
 use super::token::{FencingToken, lock_value, new_token};
 use super::wait::until_acquired;

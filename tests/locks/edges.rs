@@ -176,6 +176,43 @@ async fn dropped_acquire_leaves_no_orphan_lease() {
     .await;
 }
 
+/// Dropping a `lock_many` future after its pipeline of `SET`s was sent to
+/// the stopped server releases every key it may have set in the
+/// background: once the server runs again all of them are gone within
+/// seconds, not after their TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_lock_many_leaves_no_orphan_leases() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(5)).await;
+    let conn = raw(&server).await;
+    warm(&mgr).await;
+    let keys = ["many:a", "many:b", "many:c"];
+
+    server.pause().unwrap();
+    let before = mgr.client().stats().retryable_errors;
+    let acquire = mgr.lock_many(keys).ttl(LONG_TTL).acquire();
+    tokio::select! {
+        got = acquire => panic!("lock_many ended while the server was stopped: {got:?}"),
+        () = wait_attempt_timed_out(&mgr, before) => {}
+    }
+    server.resume().unwrap();
+    wait_until(
+        PROMPTLY,
+        "every key of the dropped lock_many to be released",
+        || {
+            let mut conn = conn.clone();
+            async move {
+                let mut any = false;
+                for key in keys {
+                    any |= exists(&mut conn, key).await;
+                }
+                !any
+            }
+        },
+    )
+    .await;
+}
+
 /// Without auto-renewal, `lost()` resolves once `valid_until()` passes
 /// (the README's `select!` then ends), `is_lost()` agrees, and the lease's
 /// plain expiry is not counted as lost in the metrics.

@@ -239,7 +239,18 @@ fn lost_resolves_at_expiry_without_auto_renewal() {
         assert_eq!(ended, Ok("lost"), "lost() did not resolve after the TTL");
         assert!(guard.is_lost());
         assert!(Instant::now() >= guard.valid_until());
-        // The key expired on the server too: nothing to release.
+        // Once it has expired on the server too (its expiry counts from a
+        // little after the send), there is nothing to release.
+        let conn = raw(&server).await;
+        wait_until(
+            Duration::from_secs(5),
+            "the key to expire on the server",
+            || {
+                let mut conn = conn.clone();
+                async move { !exists(&mut conn, "short").await }
+            },
+        )
+        .await;
         assert!(matches!(guard.release().await, Err(Error::NotHeld)));
 
         // An extend that finds the key gone resolves lost() at once.

@@ -25,10 +25,15 @@
 //! - Only the holder of a lease can release or extend it: each acquisition
 //!   stores a fresh 128-bit random token and both operations compare it.
 //! - Acquire is one `SET … NX PX … GET`; a retry that finds its own token
-//!   counts as acquired, so lost replies are harmless.
+//!   counts as acquired, so lost replies are harmless. An acquire that
+//!   fails (or is dropped) after sending releases what it may have set, by
+//!   token, in the background.
 //! - Auto-renewed leases are renewed once a third of their TTL has passed,
 //!   batched per shard; a lease found gone or taken, or not confirmed before
-//!   its TTL ran out, is reported through [`LockGuard::lost`].
+//!   its [`LockGuard::valid_until`] passed (without auto-renewal: once its
+//!   TTL ran out), is reported through [`LockGuard::lost`]. `valid_until`
+//!   is never later than the key's expiry on the server, and a lost lease
+//!   is still deleted by token on release and drop.
 //! - Fencing tokens strictly increase per resource, also across a failover
 //!   that lost recent writes, as long as the new primary's clock is not
 //!   behind the old one's by more than the failover took.

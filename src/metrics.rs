@@ -55,12 +55,20 @@ pub const LEASES_HELD: &str = "shardlock_leases_held";
 /// Releases by `outcome` (`released`, `not_held`, `error`) and `key_class`;
 /// background releases of dropped guards included.
 pub const RELEASES_TOTAL: &str = "shardlock_releases_total";
+/// Background releases by token after an acquire that failed or was
+/// cancelled once it had sent a request (its `SET` may have landed with
+/// the reply lost), by `outcome` (`released`: it had set the key;
+/// `not_held`: it had not, or the key expired; `error`) and `key_class`.
+/// Not in [`RELEASES_TOTAL`]: no guard ever held these leases.
+pub const ORPHAN_RELEASES_TOTAL: &str = "shardlock_orphan_releases_total";
 /// Leases renewed by the renewal task.
 pub const RENEWALS_TOTAL: &str = "shardlock_renewals_total";
 /// Leases per renewal round trip to one shard.
 pub const RENEW_BATCH_LEASES: &str = "shardlock_renew_batch_leases";
-/// Leases lost, by `key_class`: renewal found them gone or taken, or could
-/// not confirm them before they expired.
+/// Leases lost, by `key_class`: renewal or an extend found them gone or
+/// taken, or they were not confirmed before their `valid_until` passed. A
+/// lease without auto-renewal that simply runs out its TTL is not counted
+/// (its `lost()` resolves all the same).
 pub const LEASES_LOST_TOTAL: &str = "shardlock_leases_lost_total";
 
 /// Histogram buckets for every `_seconds` metric: 50 µs to 60 s, about
@@ -143,6 +151,11 @@ pub fn describe() {
         Count,
         "Releases by outcome: released, not_held (expired or taken before the release), error."
     );
+    describe_counter!(
+        ORPHAN_RELEASES_TOTAL,
+        Count,
+        "Background releases by token after a failed or cancelled acquire that had sent its request, by outcome: released (it had set the key), not_held, error."
+    );
     describe_counter!(RENEWALS_TOTAL, Count, "Leases renewed by the renewal task.");
     describe_histogram!(
         RENEW_BATCH_LEASES,
@@ -152,7 +165,7 @@ pub fn describe() {
     describe_counter!(
         LEASES_LOST_TOTAL,
         Count,
-        "Leases lost while held: found gone or taken, or not confirmed before they expired."
+        "Leases lost while held: found gone or taken, or not confirmed before they expired (a lease without auto-renewal running out its TTL is not counted)."
     );
 }
 
@@ -214,13 +227,25 @@ pub(crate) enum ReleaseOutcome {
     Error,
 }
 
+impl ReleaseOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReleaseOutcome::Released => "released",
+            ReleaseOutcome::NotHeld => "not_held",
+            ReleaseOutcome::Error => "error",
+        }
+    }
+}
+
 pub(crate) fn release(class: &'static str, outcome: ReleaseOutcome) {
-    let outcome = match outcome {
-        ReleaseOutcome::Released => "released",
-        ReleaseOutcome::NotHeld => "not_held",
-        ReleaseOutcome::Error => "error",
-    };
-    counter!(RELEASES_TOTAL, "outcome" => outcome, "key_class" => class).increment(1);
+    counter!(RELEASES_TOTAL, "outcome" => outcome.as_str(), "key_class" => class).increment(1);
+}
+
+/// The background release of what a failed or cancelled acquire may have
+/// set.
+pub(crate) fn orphan_release(class: &'static str, outcome: ReleaseOutcome) {
+    counter!(ORPHAN_RELEASES_TOTAL, "outcome" => outcome.as_str(), "key_class" => class)
+        .increment(1);
 }
 
 pub(crate) fn renewed() {
@@ -291,5 +316,6 @@ pub(crate) fn register_class(class: &'static str) {
     gauge!(LEASES_HELD, "key_class" => class).increment(0.0);
     for outcome in ["released", "not_held", "error"] {
         counter!(RELEASES_TOTAL, "outcome" => outcome, "key_class" => class).increment(0);
+        counter!(ORPHAN_RELEASES_TOTAL, "outcome" => outcome, "key_class" => class).increment(0);
     }
 }

@@ -15,8 +15,13 @@
 //! - A batch that fails as a whole (transport, `CLUSTERDOWN`, `TRYAGAIN`,
 //!   …) puts its leases back; the caller backs that node off. A lease stays
 //!   queued until its release is decided or it has certainly expired on the
-//!   server (its `valid_until` plus one response timeout): then it is
-//!   counted as a failed release (`outcome="error"`) and logged.
+//!   server (`Lease::release_gives_up_at` plus one response timeout: the
+//!   lease's `valid_until`, or for a lost lease, a failed acquire's orphan
+//!   or an unguarded release, the longest TTL the key may still carry):
+//!   then it is counted as a failed release (`outcome="error"`) and logged.
+//! - Outcomes are recorded by the lease: orphans in
+//!   `shardlock_orphan_releases_total`, the rest in
+//!   `shardlock_releases_total`.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -161,11 +166,11 @@ impl Releases {
 /// recorded as a release that failed.
 fn expired(lease: &Lease, now: Instant, grace: std::time::Duration) -> bool {
     let gone = lease
-        .valid_until()
+        .release_gives_up_at()
         .checked_add(grace)
         .is_some_and(|t| now >= t);
     if gone {
-        crate::metrics::release(lease.class, ReleaseOutcome::Error);
+        lease.record_release(ReleaseOutcome::Error);
         tracing::debug!("background release not answered before the lease expired by its TTL");
     }
     gone
@@ -211,14 +216,15 @@ async fn release_on_node(client: Client, addr: Arc<str>, leases: Vec<Arc<Lease>>
                 continue;
             };
             match reply {
-                Value::Int(1) => crate::metrics::release(lease.class, ReleaseOutcome::Released),
-                Value::Int(0) => crate::metrics::release(lease.class, ReleaseOutcome::NotHeld),
+                Value::Int(1) => lease.record_release(ReleaseOutcome::Released),
+                // Absent, or another holder's: not ours to delete.
+                Value::Int(0 | -1) => lease.record_release(ReleaseOutcome::NotHeld),
                 other => match classify(&Ok(vec![other])) {
                     Action::NoScript if !eval => noscript.push(lease),
                     Action::Moved { .. } | Action::Ask { .. } => redirected.push(lease),
                     Action::TryAgain | Action::Refresh(_) => again.push(lease),
                     _ => {
-                        crate::metrics::release(lease.class, ReleaseOutcome::Error);
+                        lease.record_release(ReleaseOutcome::Error);
                         tracing::debug!("background release refused; the lease expires by its TTL");
                     }
                 },
@@ -259,7 +265,7 @@ fn release_pipeline(leases: &[Arc<Lease>], eval: bool) -> redis::Pipeline {
             c.arg(script.sha1());
             c
         };
-        cmd.arg(1).arg(&lease.key[..]).arg(lease.value());
+        cmd.arg(1).arg(&lease.key[..]).arg(lease.release_argv());
         pipeline.add_command(cmd);
     }
     pipeline

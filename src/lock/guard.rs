@@ -1,173 +1,21 @@
-//! [`LockGuard`]: a held lease, and the [`Lease`] record it shares with the
-//! renewal task.
+//! [`LockGuard`]: a held lease (see [`Lease`] for its life and for how
+//! `valid_until` and release are kept honest).
+//!
+//! The guard reads its lease's validity for `is_lost()` and `lost()` (both
+//! turn true once `valid_until` passes), takes turns for `extend`, and
+//! releases by token on `release()` and on drop, also after a loss.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::lease::{Lease, release_lease};
 use super::manager::LockManager;
-use super::token::{FencingToken, lock_value};
-use crate::client::Client;
+use super::token::FencingToken;
 use crate::error::{Error, Result};
 use crate::metrics::ReleaseOutcome;
-use crate::router::Retry;
 use crate::scripts;
-
-const HELD: u8 = 0;
-const LOST: u8 = 1;
-const RELEASED: u8 = 2;
-
-/// One acquisition: what the renewal task and the guard both need. Kept
-/// small: a million of these are held at once in the memory benchmark.
-pub(crate) struct Lease {
-    /// The full key (namespace included).
-    pub(crate) key: Box<[u8]>,
-    pub(crate) slot: u16,
-    pub(crate) token: u128,
-    pub(crate) fence: Option<FencingToken>,
-    /// Current lease length in milliseconds (changed by `extend`).
-    ttl_ms: std::sync::atomic::AtomicU32,
-    /// Renewed by the renewal task (decides the shortest allowed TTL).
-    pub(crate) auto_renew: bool,
-    /// The key's class, for metrics.
-    pub(crate) class: &'static str,
-    /// How release and extend retry (Redlock's leases give up at the
-    /// first unavailability: other instances make up for it).
-    pub(crate) retry: Retry,
-    acquired_at: Instant,
-    /// Until when the lease is known held: the send time of the last
-    /// confirmed acquire, renewal or extend plus its TTL, in nanoseconds
-    /// after [`epoch`].
-    valid_until: AtomicU64,
-    /// Renewal schedule; bumped by `extend`, which re-registers the lease.
-    schedule: AtomicU32,
-    state: AtomicU8,
-    lost: Notify,
-}
-
-impl Lease {
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one argument per field of the record, named at each of the three call sites"
-    )]
-    pub(crate) fn new(
-        key: Box<[u8]>,
-        slot: u16,
-        token: u128,
-        fence: Option<FencingToken>,
-        ttl: Duration,
-        auto_renew: bool,
-        class: &'static str,
-        sent_at: Instant,
-    ) -> Lease {
-        Lease {
-            key,
-            slot,
-            token,
-            fence,
-            ttl_ms: std::sync::atomic::AtomicU32::new(ttl_ms(ttl)),
-            auto_renew,
-            class,
-            retry: Retry::UntilDeadline,
-            acquired_at: Instant::now(),
-            valid_until: AtomicU64::new(since_epoch(sent_at + ttl)),
-            schedule: AtomicU32::new(0),
-            state: AtomicU8::new(HELD),
-            lost: Notify::new(),
-        }
-    }
-
-    /// What the lock key holds while this lease is held.
-    pub(crate) fn value(&self) -> String {
-        lock_value(self.token, self.fence)
-    }
-
-    pub(crate) fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed).into())
-    }
-
-    pub(crate) fn set_ttl(&self, ttl: Duration) {
-        self.ttl_ms.store(ttl_ms(ttl), Ordering::Relaxed);
-    }
-
-    /// Records that the lease was confirmed (renewed or extended) by a
-    /// request sent at `sent_at` for `ttl`.
-    pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
-        self.valid_until
-            .fetch_max(since_epoch(sent_at + ttl), Ordering::AcqRel);
-    }
-
-    /// Before an extend to `ttl` sent at `sent_at`: the lease may end as
-    /// soon as that (a shorter TTL cuts it on the server even if the reply
-    /// is lost), and renewals already in flight must not move it later.
-    fn extending(&self, sent_at: Instant, ttl: Duration) {
-        self.schedule.fetch_add(1, Ordering::AcqRel);
-        self.valid_until
-            .fetch_min(since_epoch(sent_at + ttl), Ordering::AcqRel);
-    }
-
-    /// The current renewal schedule (the renewal task's entries carry it).
-    pub(crate) fn schedule(&self) -> u32 {
-        self.schedule.load(Ordering::Acquire)
-    }
-
-    /// Until when the lease is known held (see the field).
-    pub(crate) fn valid_until(&self) -> Instant {
-        epoch() + Duration::from_nanos(self.valid_until.load(Ordering::Acquire))
-    }
-
-    pub(crate) fn is_held(&self) -> bool {
-        self.state.load(Ordering::Acquire) == HELD
-    }
-
-    pub(crate) fn is_lost(&self) -> bool {
-        self.state.load(Ordering::Acquire) == LOST
-    }
-
-    /// Held → lost; wakes every `lost()` waiter. False if it was not held.
-    pub(crate) fn mark_lost(&self) -> bool {
-        let changed = self
-            .state
-            .compare_exchange(HELD, LOST, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if changed {
-            self.lost.notify_waiters();
-            crate::metrics::lease_lost(self.class);
-            crate::metrics::lease_ended(self.class, self.acquired_at.elapsed());
-        }
-        changed
-    }
-
-    /// Held → released. False if it was not held (lost, or released before).
-    pub(crate) fn mark_released(&self) -> bool {
-        let changed = self
-            .state
-            .compare_exchange(HELD, RELEASED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if changed {
-            crate::metrics::lease_ended(self.class, self.acquired_at.elapsed());
-        }
-        changed
-    }
-}
-
-/// A fixed instant of this process that validity times count from.
-fn epoch() -> Instant {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now))
-}
-
-fn since_epoch(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Milliseconds of a validated TTL (at most `u32::MAX` ms, checked on input).
-fn ttl_ms(ttl: Duration) -> u32 {
-    u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX)
-}
 
 /// A held lease. Dropping it releases the lease in the background; call
 /// [`release`](Self::release) to release it and learn the outcome.
@@ -203,30 +51,46 @@ impl LockGuard {
         self.lease.valid_until()
     }
 
-    /// True once the lease is known lost (renewal found it gone or taken,
-    /// or could not confirm it before it expired).
+    /// True once the lease is known lost: renewal or an extend found it
+    /// gone or taken, renewal could not confirm it before it expired, or
+    /// [`valid_until`](Self::valid_until) has passed (with or without
+    /// auto-renewal). Once true, it stays true.
     pub fn is_lost(&self) -> bool {
         self.lease.is_lost()
     }
 
-    /// Resolves when the lease is lost: renewal found the key gone or held
-    /// by another token, or could not renew it before it expired. Pending
-    /// for as long as the lease is held; never resolves after a release.
+    /// Resolves when the lease is lost (exactly when
+    /// [`is_lost`](Self::is_lost) becomes true): renewal or an extend found
+    /// the key gone or held by another token, renewal could not confirm it
+    /// before it expired, or [`valid_until`](Self::valid_until) passed —
+    /// without auto-renewal, that is when its TTL runs out. Pending while
+    /// the lease is held and valid.
     pub async fn lost(&self) {
         loop {
-            let notified = self.lease.lost.notified();
+            let changed = self.lease.changed.notified();
             if self.lease.is_lost() {
                 return;
             }
-            notified.await;
+            // Wakes at the current validity end; a renewal or an extend may
+            // have moved it by then, so it is checked again.
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(self.lease.valid_until()) => {}
+            }
         }
     }
 
     /// Sets the lease to expire `ttl` from now, if it is still ours.
-    /// [`Error::NotHeld`] when it was lost or taken meanwhile.
+    /// [`Error::NotHeld`] when it was lost or taken meanwhile (or its
+    /// `valid_until` has passed). Extends of one guard take turns: a second
+    /// one waits for the first to end, so `valid_until` always follows the
+    /// one the server applied last. When the extend fails without an answer
+    /// (it may still land), the lease counts on the shorter of its old TTL
+    /// and `ttl` from then on.
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
         self.manager.check_ttl(ttl, self.lease.auto_renew)?;
-        if !self.lease.is_held() {
+        let _turn = self.lease.extend_turn().await;
+        if !self.lease.is_held() || self.lease.is_lost() {
             return Err(Error::NotHeld);
         }
         let request = scripts::extend(&self.lease.key, &self.lease.value(), ttl.as_millis() as u64);
@@ -234,15 +98,24 @@ impl LockGuard {
         self.lease.extending(sent_at, ttl);
         // The old renewal schedule is void from here; a new one starts when
         // this call ends, however it ends (success, error, or dropped).
+        // Declared after the turn, so it runs first: the new schedule is
+        // registered while no other extend can start.
         let _reschedule = Reschedule { guard: self };
+        let mut unknown = ExtendUnknown {
+            lease: &self.lease,
+            sent_at,
+            ttl,
+            armed: true,
+        };
         let replies = self
             .manager
             .client()
             .execute_with(self.lease.slot, &request, self.lease.retry)
             .await?;
-        if scripts::compared(&replies, "extend")? {
-            self.lease.set_ttl(ttl);
-            self.lease.confirm(sent_at, ttl);
+        let applied = scripts::compared(&replies, "extend")?;
+        unknown.armed = false;
+        if applied {
+            self.lease.extended(sent_at, ttl);
             Ok(())
         } else {
             self.lease.mark_lost();
@@ -253,15 +126,22 @@ impl LockGuard {
     /// Stops renewing and forgets the lease without releasing it (the caller
     /// releases it by token).
     pub(crate) fn disarm(self) {
-        self.lease.mark_released();
+        self.lease.take_for_release();
     }
 
-    /// Releases the lease (compare-and-delete: only if it is still ours).
-    /// [`Error::NotHeld`] when it had already expired, been lost or taken.
+    /// Releases the lease: compare-and-delete by token, also when the lease
+    /// is already known lost (a renewal or extend whose reply never came
+    /// back may have kept our token there). `Ok` when our token was there
+    /// and is now deleted — or when a resend, after an attempt that went
+    /// unanswered, finds the key absent while the lease was held and
+    /// valid at the first attempt (that attempt most likely deleted it).
+    /// [`Error::NotHeld`] when the key was absent or held by another token
+    /// (expired, lost, or taken); [`lost()`](Self::lost) of a lost lease
+    /// stays resolved either way.
     pub async fn release(self) -> Result<()> {
         // Taking the state first disarms Drop's background release and
         // stops renewal of this lease.
-        if !self.lease.mark_released() {
+        if !self.lease.take_for_release() {
             crate::metrics::release(self.lease.class, ReleaseOutcome::NotHeld);
             return Err(Error::NotHeld);
         }
@@ -288,7 +168,8 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.lease.mark_released() {
+        // Lost leases too: the key may still hold our token.
+        if self.lease.take_for_release() {
             self.manager.release_in_background(self.lease.clone());
         }
     }
@@ -309,6 +190,24 @@ impl Drop for Reschedule<'_> {
     }
 }
 
+/// An extend sent but not answered: dropped armed (an error, or the
+/// future dropped), the extend may still land, and the lease counts on the
+/// shorter TTL.
+struct ExtendUnknown<'a> {
+    lease: &'a Lease,
+    sent_at: Instant,
+    ttl: Duration,
+    armed: bool,
+}
+
+impl Drop for ExtendUnknown<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.lease.extend_unknown(self.sent_at, self.ttl);
+        }
+    }
+}
+
 /// A release in progress; dropped unfinished, it hands the lease to the
 /// background release.
 struct PendingRelease<'a> {
@@ -322,25 +221,6 @@ impl Drop for PendingRelease<'_> {
             self.manager.release_in_background(lease);
         }
     }
-}
-
-/// Compare-and-delete of `lease` on the server, recorded by outcome: true
-/// when it was still ours and is now gone.
-pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool> {
-    let request = scripts::release(&lease.key, &lease.value());
-    let released = match client.execute_with(lease.slot, &request, lease.retry).await {
-        Ok(replies) => scripts::compared(&replies, "release"),
-        Err(e) => Err(e),
-    };
-    crate::metrics::release(
-        lease.class,
-        match released {
-            Ok(true) => ReleaseOutcome::Released,
-            Ok(false) => ReleaseOutcome::NotHeld,
-            Err(_) => ReleaseOutcome::Error,
-        },
-    );
-    released
 }
 
 impl std::fmt::Debug for LockGuard {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::class::KeyClasses;
-use super::guard::Lease;
+use super::lease::Lease;
 use super::many::ManyLockRequest;
 use super::request::LockRequest;
 use crate::client::{Client, ClientBuilder};
@@ -430,21 +430,20 @@ impl LockManager {
     fn unguarded_lease(&self, key: &[u8], token: u128) -> Result<Arc<Lease>> {
         let full = self.full_key(key)?;
         let slot = Self::slot_of(&full);
-        let ttl = self.settings().default_ttl;
         let class = self.key_class(key);
-        let now = tokio::time::Instant::now();
-        let mut lease = Lease::new(full, slot, token, None, ttl, false, class, now);
         // Only Redlock releases by token; its instances do not wait out an
         // unavailability.
-        lease.retry = crate::router::Retry::RedirectsOnly;
-        Ok(Arc::new(lease))
+        let retry = crate::router::Retry::RedirectsOnly;
+        // Its TTL is not known here; it is at most `max_ttl`.
+        let ttl = self.settings().max_ttl;
+        Ok(Arc::new(Lease::unguarded(full, slot, token, ttl, class, retry)))
     }
 
     /// Compare-and-delete of `key` if it holds `token`'s value; true when
     /// it did and is now gone.
     pub(crate) async fn release_token(&self, key: &[u8], token: u128) -> Result<bool> {
         let lease = self.unguarded_lease(key, token)?;
-        super::guard::release_lease(self.client(), &lease).await
+        super::lease::release_lease(self.client(), &lease).await
     }
 
     /// [`release_token`](Self::release_token) in the background.

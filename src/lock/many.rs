@@ -41,8 +41,11 @@
 //! routed request each.
 //!
 //! Cancel safety: nothing is registered and no task is spawned before every
-//! key is held, so dropping the `acquire()` future at any point leaves at
-//! most leases that expire after their TTL.
+//! key is held. Dropping the `acquire()` future while an attempt is in
+//! progress hands every key that attempt took or may have taken (sent
+//! without an answer) to the background release, by token, as a failed
+//! single acquire does (counted in `shardlock_orphan_releases_total`); a
+//! key whose rollback or background release fails expires after its TTL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +54,8 @@ use futures_util::future::join_all;
 use redis::{Pipeline, Value};
 use tokio::time::Instant;
 
-use super::guard::{Lease, LockGuard};
+use super::guard::LockGuard;
+use super::lease::Lease;
 use super::manager::LockManager;
 use super::token::{lock_value, new_token};
 use super::wait::until_acquired;
@@ -198,14 +202,22 @@ impl ManyLockRequest {
     /// held by someone else. Unless it returns `true`, whatever it may have
     /// taken has been given back.
     async fn attempt(&self, plan: &Plan) -> Result<bool> {
-        let mut states = vec![KeyState::Untried; plan.keys.len()];
-        let mut outcome = self.take_all(plan, &mut states).await;
+        // Until the attempt has settled (all taken, or rolled back),
+        // dropping it hands what it may hold to the background release.
+        let mut attempt = Unsettled {
+            manager: &self.manager,
+            plan,
+            states: vec![KeyState::Untried; plan.keys.len()],
+            settled: false,
+        };
+        let mut outcome = self.take_all(plan, &mut attempt.states).await;
         if matches!(outcome, Ok(true)) {
-            outcome = self.refresh_recognized(plan, &states).await;
+            outcome = self.refresh_recognized(plan, &attempt.states).await;
         }
         if !matches!(outcome, Ok(true)) {
-            self.roll_back(plan, &states).await;
+            self.roll_back(plan, &attempt.states).await;
         }
+        attempt.settled = true;
         outcome
     }
 
@@ -433,6 +445,44 @@ impl ManyLockRequest {
                 .into_iter()
                 .map(|(_, lease)| LockGuard::new(lease, self.manager.clone()))
                 .collect(),
+        }
+    }
+}
+
+/// An attempt in progress; dropped before it settled (its future was
+/// dropped), every key it took or may have taken is released by token in
+/// the background, as a failed single acquire's would be.
+struct Unsettled<'a> {
+    manager: &'a LockManager,
+    plan: &'a Plan,
+    states: Vec<KeyState>,
+    settled: bool,
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        for (key, state) in self.plan.keys.iter().zip(&self.states) {
+            if matches!(
+                state,
+                KeyState::Taken | KeyState::Recognized | KeyState::Unknown
+            ) {
+                let class = self
+                    .manager
+                    .key_class(&key.full[self.manager.namespace_len()..]);
+                let lease = Lease::orphan(
+                    key.full.clone(),
+                    key.slot,
+                    self.plan.token,
+                    false,
+                    self.plan.ttl,
+                    class,
+                    crate::router::Retry::UntilDeadline,
+                );
+                self.manager.release_in_background(Arc::new(lease));
+            }
         }
     }
 }

@@ -6,9 +6,21 @@
 //! acquired), anything else (held by someone else). Fenced acquire is one
 //! script call (`fenced_acquire.lua`) with the same three outcomes.
 //!
-//! Cancel safety: nothing is registered or spawned before the reply is in
-//! hand, so dropping an `acquire()` future at any point leaves at most a
-//! lease that expires after its TTL, and no task.
+//! A failed acquire leaves no lease behind: once an attempt has sent its
+//! request, the key may hold our token even if the reply never came back.
+//! If the acquire then fails (deadline passed, an unavailability under
+//! Redlock's `RedirectsOnly`, the recognised path's extend failing, a
+//! replication timeout whose own release failed), or its future is dropped
+//! before the attempt's outcome is known, the key is released by token in
+//! the background, through the renewal task's release queue: best effort,
+//! counted in `shardlock_orphan_releases_total`, never in the held-leases
+//! gauge. An attempt that found the lock held by someone else leaves
+//! nothing to release.
+//!
+//! Cancel safety: nothing is registered before the reply is in hand, and no
+//! task is spawned; dropping an `acquire()` future after it sent a request
+//! hands that request's possible lease to the background release, as a
+//! failure does.
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -17,7 +29,8 @@ use std::time::Duration;
 use redis::Value;
 use tokio::time::Instant;
 
-use super::guard::{Lease, LockGuard};
+use super::guard::LockGuard;
+use super::lease::Lease;
 use super::manager::LockManager;
 use super::token::{FencingToken, lock_value, new_token};
 use super::wait::until_acquired;
@@ -183,6 +196,15 @@ impl LockRequest {
         }
         // Every attempt of this acquire carries the same token, so a retry
         // after a lost reply recognises its own earlier success.
+        // From the send on, the key may hold our token: unless disarmed,
+        // dropping this releases it in the background.
+        let mut orphan = Orphan {
+            manager: &self.manager,
+            plan,
+            fenced: self.fenced,
+            retry: self.retry,
+            armed: true,
+        };
         // The send time of the attempt that got the reply: a lease it set
         // lives at least until then plus the TTL.
         let (replies, mut sent_at) = client
@@ -195,7 +217,11 @@ impl LockRequest {
         };
         let fence = match outcome {
             Attempt::Acquired(fence) => fence,
-            Attempt::Held => return Ok(None),
+            Attempt::Held => {
+                // Someone else's value: none of our attempts left ours.
+                orphan.armed = false;
+                return Ok(None);
+            }
             Attempt::Recognized => {
                 // Set the TTL again, so that it counts from now.
                 let value = lock_value(plan.token, None);
@@ -204,6 +230,7 @@ impl LockRequest {
                 let replies = client.execute_with(plan.slot, &extend, self.retry).await?;
                 if !scripts::compared(&replies, "extend")? {
                     // It expired meanwhile (and may be someone else's now).
+                    orphan.armed = false;
                     return Ok(None);
                 }
                 None
@@ -230,8 +257,11 @@ impl LockRequest {
                 // Give the lease back; if that fails too, it expires by its
                 // TTL. Either way the caller learns why it does not hold it.
                 let release = scripts::release(&lease.key, &lease.value());
-                if let Err(e) = client.execute(plan.slot, &release).await {
-                    tracing::debug!(error = %e, "release after a replication timeout failed; the lease expires by its TTL");
+                match client.execute(plan.slot, &release).await {
+                    Ok(_) => orphan.armed = false,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "release after a replication timeout failed; released again in the background");
+                    }
                 }
                 return Err(Error::ReplicationTimeout {
                     acked,
@@ -239,6 +269,7 @@ impl LockRequest {
                 });
             }
         }
+        orphan.armed = false;
         if self.auto_renew {
             self.manager.register(lease.clone());
         }
@@ -249,6 +280,36 @@ impl LockRequest {
     /// back before the attempt times out.
     fn replica_wait_timeout(&self) -> Duration {
         (self.manager.client().response_timeout() / 2).max(Duration::from_millis(1))
+    }
+}
+
+/// An attempt whose request was sent and whose outcome is not settled:
+/// dropped armed (an error, or the future dropped), it hands what the
+/// request may have set to the background release.
+struct Orphan<'a> {
+    manager: &'a LockManager,
+    plan: &'a Plan,
+    fenced: bool,
+    retry: Retry,
+    armed: bool,
+}
+
+impl Drop for Orphan<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let plan = self.plan;
+        let lease = Lease::orphan(
+            plan.key.clone(),
+            plan.slot,
+            plan.token,
+            self.fenced,
+            plan.ttl,
+            plan.class,
+            self.retry,
+        );
+        self.manager.release_in_background(Arc::new(lease));
     }
 }
 

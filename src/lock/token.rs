@@ -45,6 +45,12 @@ pub(crate) fn lock_value(token: u128, fence: Option<FencingToken>) -> String {
     }
 }
 
+/// The start of every value `token` stores when fenced, whatever the fence:
+/// `<token>.`.
+pub(crate) fn lock_value_prefix(token: u128) -> String {
+    format!("{token:032x}.")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

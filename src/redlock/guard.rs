@@ -79,7 +79,11 @@ impl RedlockGuard {
 
     /// True once the validity deadline has passed.
     pub fn is_lost(&self) -> bool {
-        Instant::now() >= self.validity_deadline()
+        // The deadline first: with fewer than a quorum held it is "just
+        // before now", which must not be later than the time it is
+        // compared with.
+        let deadline = self.validity_deadline();
+        Instant::now() >= deadline
     }
 
     /// Resolves when the validity deadline passes without a majority

@@ -139,10 +139,12 @@ async fn two_managers_exclude_each_other() {
     }
 }
 
-/// Only the holder can release or extend: an expired holder's release and
-/// extend are refused by the server (the value is the new holder's) and
-/// leave the new lease as it was; every acquisition stores a fresh 128-bit
-/// token.
+/// Only the holder can release or extend: an expired holder's extend is
+/// refused at once (its `valid_until` has passed), its releases reach the
+/// server and are refused there (the value is the new holder's), and the
+/// extend of a holder whose key was deleted behind its back is refused by
+/// the server too; the new leases stay as they were; every acquisition
+/// stores a fresh 128-bit token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_holder_can_release_or_extend() {
     let cluster = TestCluster::start().await.unwrap();
@@ -185,19 +187,52 @@ async fn only_the_holder_can_release_or_extend() {
     }
 
     let [a_release, a_extend]: [_; 2] = a_guards.try_into().unwrap();
-    // A does not know it expired (no renewal): both calls reach the server,
-    // whose compare fails.
+    // A's leases are past their `valid_until`: the extend is refused without
+    // a request; the releases (a lost lease is still compare-and-deleted)
+    // reach the server, whose compare fails.
     let sent = a.client().stats().attempts;
     let extended = a_extend.extend(Duration::from_secs(60)).await;
     assert!(matches!(extended, Err(Error::NotHeld)), "{extended:?}");
-    assert!(a.client().stats().attempts > sent, "the server decided");
+    assert_eq!(a.client().stats().attempts, sent, "refused before sending");
     assert!(a_extend.is_lost());
     let sent = a.client().stats().attempts;
     let released = a_release.release().await;
     assert!(matches!(released, Err(Error::NotHeld)), "{released:?}");
     assert!(a.client().stats().attempts > sent, "the server decided");
+    let sent = a.client().stats().attempts;
     let released = a_extend.release().await;
     assert!(matches!(released, Err(Error::NotHeld)), "{released:?}");
+    assert!(a.client().stats().attempts > sent, "the server decided");
+
+    // A holder whose key was deleted behind its back (as a failover that
+    // lost it would) and taken by B: its extend reaches the server, whose
+    // compare fails.
+    let stolen = lock_key("tok:stolen");
+    let a_stolen = a
+        .lock("tok:stolen")
+        .auto_renew(false)
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    let primary = cluster
+        .primary_of_slot(key_slot(stolen.as_bytes()))
+        .await
+        .unwrap();
+    cluster
+        .command(&primary, redis::cmd("DEL").arg(&stolen))
+        .await
+        .unwrap();
+    let b_stolen = b.lock("tok:stolen").acquire().await.unwrap();
+    let vb = stored(&cluster, &stolen).await.expect("B holds it");
+    let sent = a.client().stats().attempts;
+    let extended = a_stolen.extend(Duration::from_secs(60)).await;
+    assert!(matches!(extended, Err(Error::NotHeld)), "{extended:?}");
+    assert!(a.client().stats().attempts > sent, "the server decided");
+    assert!(a_stolen.is_lost());
+    assert!(matches!(a_stolen.release().await, Err(Error::NotHeld)));
+    assert_eq!(stored(&cluster, &stolen).await, Some(vb));
+    b_stolen.release().await.unwrap();
 
     // B's leases are untouched: same values, TTLs not raised to A's 60 s.
     for (key, vb) in keys.iter().zip(&b_values) {

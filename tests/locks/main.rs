@@ -5,6 +5,7 @@ mod bad_input;
 mod basics;
 mod blocking;
 mod durations;
+mod edges;
 mod exclusion;
 mod fencing;
 mod many;

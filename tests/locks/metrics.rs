@@ -6,9 +6,7 @@ use shardlock::testkit::StandaloneServer;
 
 use crate::support::wait_until;
 
-#[path = "../common/recorded.rs"]
-mod recorded;
-use recorded::{counter_with, gauge_with, histogram_samples_with, recorded};
+use crate::support::recorded::{counter_with, gauge_with, histogram_samples_with, recorded};
 
 /// The key classes of the test: the text before the first `:`, `user` and
 /// `order` declared; `cart` is not, so it is recorded as `other`.
@@ -96,8 +94,8 @@ fn lock_events_are_recorded_per_key_class() {
             .await
             .unwrap();
 
-        // user: renewed twice, then lost once renewal stops; its release is
-        // then refused.
+        // user: renewed twice, then lost once renewal stops; its release
+        // then finds the key gone.
         for round in ["a renewal", "a second renewal"] {
             let sent = mgr.client().stats().attempts;
             wait_until(Duration::from_secs(10), round, || async {
@@ -110,6 +108,23 @@ fn lock_events_are_recorded_per_key_class() {
         tokio::time::timeout(Duration::from_secs(10), guard.lost())
             .await
             .expect("the unrenewed lease is reported lost");
+        // Lost at its `valid_until`; the key expires on the server a little
+        // later (its TTL counts from when the server got the request). A lost
+        // lease is still released by token, and finds nothing once it has.
+        wait_until(
+            Duration::from_secs(10),
+            "the lost lease's key to expire",
+            || async {
+                let full = "shardlock:lock:user:1";
+                let held: bool = mgr
+                    .client()
+                    .query(full, redis::cmd("EXISTS").arg(full).clone())
+                    .await
+                    .unwrap();
+                !held
+            },
+        )
+        .await;
         assert!(matches!(
             guard.release().await,
             Err(shardlock::Error::NotHeld)

@@ -18,6 +18,10 @@ pub async fn manager(cluster: &TestCluster) -> LockManager {
 
 #[path = "../common/wait.rs"]
 mod wait;
+
+/// Running a test body under a local metrics recorder.
+#[path = "../common/recorded.rs"]
+pub mod recorded;
 pub use wait::wait_until;
 
 /// A user key whose lock key (under the test namespace `lock:`) lives in

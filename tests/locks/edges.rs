@@ -1,0 +1,465 @@
+//! The lock's own edges against a real standalone server, stopped
+//! (SIGSTOP) at the worst moments: a failed acquire leaves no lease behind,
+//! `lost()` resolves without auto-renewal, concurrent extends never
+//! overstate `valid_until`, a release whose reply was lost still counts as
+//! released, and a lease reported lost is still deleted by token.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use shardlock::metrics::{ORPHAN_RELEASES_TOTAL, RELEASES_TOTAL};
+use shardlock::testkit::StandaloneServer;
+use shardlock::{Error, LockManager};
+use tokio::time::Instant;
+
+use crate::support::{lock_key, wait_until};
+
+use crate::support::recorded::{counter_with, recorded};
+
+/// Lease length of keys that must be gone long before it runs out.
+const LONG_TTL: Duration = Duration::from_secs(30);
+/// How soon a cleanup must have happened; far below `LONG_TTL`.
+const PROMPTLY: Duration = Duration::from_secs(3);
+
+/// A manager for `server` whose attempts time out after `response` and
+/// whose requests give up after `request`.
+async fn impatient(
+    server: &StandaloneServer,
+    response: Duration,
+    request: Duration,
+) -> LockManager {
+    LockManager::builder()
+        .seeds([server.url()])
+        .namespace("lock:")
+        .response_timeout(response)
+        .request_timeout(request)
+        .build()
+        .await
+        .expect("manager builds against the standalone server")
+}
+
+/// A plain connection to `server`, for looking at keys behind the manager.
+async fn raw(server: &StandaloneServer) -> MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn exists(conn: &mut MultiplexedConnection, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(lock_key(key))
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(lock_key(key))
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// Opens the manager's connection and loads every script on the server
+/// before a test stops it (a script the server does not know would be
+/// refused with NOSCRIPT, not run, when the server resumes).
+async fn warm(mgr: &LockManager) {
+    let guard = mgr
+        .lock("warm")
+        .fenced()
+        .try_acquire()
+        .await
+        .unwrap()
+        .unwrap();
+    guard.extend(Duration::from_secs(10)).await.unwrap();
+    guard.release().await.unwrap();
+}
+
+/// Waits until the manager's router has seen an attempt time out (the
+/// request that attempt carried is queued on the stopped server).
+async fn wait_attempt_timed_out(mgr: &LockManager, before: u64) {
+    wait_until(
+        Duration::from_secs(10),
+        "an attempt to time out",
+        || async { mgr.client().stats().retryable_errors > before },
+    )
+    .await;
+}
+
+/// An acquire whose `SET` reached the server while the server was stopped
+/// (its replies never came back, the acquire failed) leaves no lease: the
+/// key is released by token in the background within seconds of the
+/// failure, not after its 30 s TTL, and the cleanup is counted as an
+/// orphan release that found the key set.
+#[test]
+fn failed_acquire_leaves_no_orphan_lease() {
+    for fenced in [false, true] {
+        let snapshot = recorded(|| async {
+            let server = StandaloneServer::start().await.unwrap();
+            let mgr = impatient(
+                &server,
+                Duration::from_millis(200),
+                Duration::from_millis(600),
+            )
+            .await;
+            let conn = raw(&server).await;
+            warm(&mgr).await;
+
+            server.pause().unwrap();
+            let request = mgr.lock("orphan").ttl(LONG_TTL);
+            let request = if fenced { request.fenced() } else { request };
+            let failed = request.acquire().await;
+            let failed_at = Instant::now();
+            server.resume().unwrap();
+            assert!(
+                matches!(failed, Err(Error::DeadlineExceeded { .. })),
+                "fenced {fenced}: {failed:?}"
+            );
+            wait_until(
+                PROMPTLY,
+                "the failed acquire's key to be released",
+                || async { !exists(&mut conn.clone(), "orphan").await },
+            )
+            .await;
+            // The figure the README quotes (printed, not asserted).
+            eprintln!(
+                "fenced {fenced}: the orphan was gone {:?} after the failed acquire returned",
+                failed_at.elapsed()
+            );
+            // Free for others at once, not after the TTL.
+            let other = mgr.lock("orphan").try_acquire().await.unwrap();
+            other
+                .expect("free after the cleanup")
+                .release()
+                .await
+                .unwrap();
+        });
+        let orphans =
+            |outcome| counter_with(&snapshot, ORPHAN_RELEASES_TOTAL, &[("outcome", outcome)]);
+        assert_eq!(
+            orphans("released"),
+            1,
+            "fenced {fenced}: the SET had landed"
+        );
+        assert_eq!(orphans("error"), 0, "fenced {fenced}");
+    }
+}
+
+/// Dropping an acquire future after its request was sent (the server is
+/// stopped, so no reply comes) hands what the request may set to the
+/// background release: once the server runs again the key is gone within
+/// seconds, not after its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_acquire_leaves_no_orphan_lease() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(5)).await;
+    let conn = raw(&server).await;
+    warm(&mgr).await;
+
+    server.pause().unwrap();
+    let before = mgr.client().stats().retryable_errors;
+    let acquire = mgr.lock("cancelled").ttl(LONG_TTL).acquire();
+    // Dropped once an attempt is known to be queued on the stopped server.
+    tokio::select! {
+        got = acquire => panic!("the acquire ended while the server was stopped: {got:?}"),
+        () = wait_attempt_timed_out(&mgr, before) => {}
+    }
+    server.resume().unwrap();
+    wait_until(
+        PROMPTLY,
+        "the cancelled acquire's key to be released",
+        || async { !exists(&mut conn.clone(), "cancelled").await },
+    )
+    .await;
+}
+
+/// Dropping a `lock_many` future after its pipeline of `SET`s was sent to
+/// the stopped server releases every key it may have set in the
+/// background: once the server runs again all of them are gone within
+/// seconds, not after their TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_lock_many_leaves_no_orphan_leases() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(5)).await;
+    let conn = raw(&server).await;
+    warm(&mgr).await;
+    let keys = ["many:a", "many:b", "many:c"];
+
+    server.pause().unwrap();
+    let before = mgr.client().stats().retryable_errors;
+    let acquire = mgr.lock_many(keys).ttl(LONG_TTL).acquire();
+    tokio::select! {
+        got = acquire => panic!("lock_many ended while the server was stopped: {got:?}"),
+        () = wait_attempt_timed_out(&mgr, before) => {}
+    }
+    server.resume().unwrap();
+    wait_until(
+        PROMPTLY,
+        "every key of the dropped lock_many to be released",
+        || {
+            let mut conn = conn.clone();
+            async move {
+                let mut any = false;
+                for key in keys {
+                    any |= exists(&mut conn, key).await;
+                }
+                !any
+            }
+        },
+    )
+    .await;
+}
+
+/// Without auto-renewal, `lost()` resolves once `valid_until()` passes
+/// (the README's `select!` then ends), `is_lost()` agrees, and the lease's
+/// plain expiry is not counted as lost in the metrics.
+#[test]
+fn lost_resolves_at_expiry_without_auto_renewal() {
+    let snapshot = recorded(|| async {
+        let server = StandaloneServer::start().await.unwrap();
+        let mgr = impatient(&server, Duration::from_secs(1), Duration::from_secs(5)).await;
+        let guard = mgr
+            .lock("short")
+            .ttl(Duration::from_millis(300))
+            .auto_renew(false)
+            .acquire()
+            .await
+            .unwrap();
+        assert!(!guard.is_lost());
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::select! {
+                () = guard.lost() => "lost",
+                () = std::future::pending::<()>() => "critical section",
+            }
+        })
+        .await;
+        assert_eq!(ended, Ok("lost"), "lost() did not resolve after the TTL");
+        assert!(guard.is_lost());
+        assert!(Instant::now() >= guard.valid_until());
+        // Once it has expired on the server too (its expiry counts from a
+        // little after the send), there is nothing to release.
+        let conn = raw(&server).await;
+        wait_until(
+            Duration::from_secs(5),
+            "the key to expire on the server",
+            || {
+                let mut conn = conn.clone();
+                async move { !exists(&mut conn, "short").await }
+            },
+        )
+        .await;
+        assert!(matches!(guard.release().await, Err(Error::NotHeld)));
+
+        // An extend that finds the key gone resolves lost() at once.
+        let guard = mgr
+            .lock("deleted")
+            .ttl(LONG_TTL)
+            .auto_renew(false)
+            .acquire()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(lock_key("deleted"))
+            .query_async(&mut raw(&server).await)
+            .await
+            .unwrap();
+        assert!(matches!(guard.extend(LONG_TTL).await, Err(Error::NotHeld)));
+        assert!(guard.is_lost());
+        tokio::time::timeout(Duration::from_secs(1), guard.lost())
+            .await
+            .expect("lost() after an extend found the key gone");
+    });
+    let lost = |class| {
+        counter_with(
+            &snapshot,
+            shardlock::metrics::LEASES_LOST_TOTAL,
+            &[("key_class", class)],
+        )
+    };
+    assert_eq!(lost("default"), 1, "only the deleted lease counts as lost");
+}
+
+/// `join!(extend(30 s), extend(1 s))` and the other order leave
+/// `valid_until()` no later than the key's expiry on the server (PTTL read
+/// with a plain connection), with and without auto-renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_extends_never_overstate_valid_until() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = impatient(&server, Duration::from_secs(1), Duration::from_secs(5)).await;
+    let mut conn = raw(&server).await;
+    let (long, short) = (LONG_TTL, Duration::from_secs(1));
+    for auto_renew in [false, true] {
+        for (first, second) in [(long, short), (short, long)] {
+            let key = format!("extended:{auto_renew}:{}", first.as_secs());
+            let guard = mgr
+                .lock(&key)
+                .ttl(Duration::from_secs(10))
+                .auto_renew(auto_renew)
+                .acquire()
+                .await
+                .unwrap();
+            let (a, b) = tokio::join!(guard.extend(first), guard.extend(second));
+            a.unwrap();
+            b.unwrap();
+            let ms = pttl(&mut conn, &key).await;
+            let read = Instant::now();
+            assert!(ms > 0, "{key}: PTTL {ms}");
+            // PTTL is rounded to the millisecond.
+            let expires = read + Duration::from_millis(ms as u64 + 1);
+            assert!(
+                guard.valid_until() <= expires,
+                "{key}: valid_until is {:?} after the key expires on the server (PTTL {ms} ms)",
+                guard.valid_until() - expires
+            );
+            if !auto_renew && second == long {
+                // Not overly careful either: the 30 s extend counts.
+                assert!(
+                    guard.valid_until() > read + Duration::from_secs(20),
+                    "{key}"
+                );
+            }
+            guard.release().await.unwrap();
+        }
+    }
+}
+
+/// A release whose first attempt deleted the key while the server was
+/// stopped (its reply never came back) and whose resend then found the key
+/// absent returns Ok and is counted as released, not as not_held.
+#[test]
+fn release_with_a_lost_reply_counts_as_released() {
+    let snapshot = recorded(|| async {
+        let server = StandaloneServer::start().await.unwrap();
+        let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(5)).await;
+        let mut conn = raw(&server).await;
+        warm(&mgr).await;
+        let guard = mgr.lock("released").ttl(LONG_TTL).acquire().await.unwrap();
+
+        server.pause().unwrap();
+        let before = mgr.client().stats().retryable_errors;
+        let release = guard.release();
+        tokio::pin!(release);
+        tokio::select! {
+            got = &mut release => panic!("the release ended while the server was stopped: {got:?}"),
+            () = wait_attempt_timed_out(&mgr, before) => {}
+        }
+        server.resume().unwrap();
+        let released = release.await;
+        assert!(released.is_ok(), "{released:?}");
+        assert!(!exists(&mut conn, "released").await);
+    });
+    let releases = |outcome| counter_with(&snapshot, RELEASES_TOTAL, &[("outcome", outcome)]);
+    // The warm-up's release and this one.
+    assert_eq!(releases("released"), 2);
+    assert_eq!(releases("not_held"), 0);
+}
+
+/// A lease reported lost only because renewal could not confirm it, while
+/// an extend whose reply was lost (the server was stopped) kept our token
+/// there with a 30 s TTL, is still deleted by token: `release()` returns Ok
+/// and frees the key, and a dropped guard frees it in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_leases_are_still_released_by_token() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = impatient(
+        &server,
+        Duration::from_millis(100),
+        Duration::from_millis(300),
+    )
+    .await;
+    let mut conn = raw(&server).await;
+    let ttl = Duration::from_millis(1500);
+    warm(&mgr).await;
+    for drop_it in [false, true] {
+        let key = format!("lost:{drop_it}");
+        let guard = mgr.lock(&key).ttl(ttl).acquire().await.unwrap();
+        // Renewal stops, as if the holder were cut off.
+        mgr.pause_renewal(true);
+        server.pause().unwrap();
+        let extended = guard.extend(LONG_TTL).await;
+        server.resume().unwrap();
+        assert!(
+            matches!(extended, Err(Error::DeadlineExceeded { .. })),
+            "{extended:?}"
+        );
+        wait_until(
+            Duration::from_secs(10),
+            "the lease to be reported lost",
+            || async { guard.is_lost() },
+        )
+        .await;
+        assert!(
+            pttl(&mut conn, &key).await > 10_000,
+            "{key}: the extend landed after all, our token stays for 30 s"
+        );
+        mgr.pause_renewal(false);
+        if drop_it {
+            drop(guard);
+        } else {
+            let released = guard.release().await;
+            assert!(released.is_ok(), "{key}: {released:?}");
+        }
+        wait_until(PROMPTLY, "the lost lease's key to be deleted", || async {
+            !exists(&mut conn.clone(), &key).await
+        })
+        .await;
+    }
+}
+
+/// With renewals of a 300 ms auto-renewed lease landing all along (every
+/// 100 ms), 15 rounds of `join!(extend(30 s), extend(300 ms))` and single
+/// extends, each started as soon as a renewal landed on the server, leave `valid_until()` no later than the key's
+/// expiry on the server (read after it; renewals only move that expiry
+/// later), and the lease is never reported lost.
+#[test]
+fn extends_racing_renewals_never_overstate_valid_until() {
+    let snapshot = recorded(|| async {
+        let server = StandaloneServer::start().await.unwrap();
+        let mgr = impatient(&server, Duration::from_secs(1), Duration::from_secs(5)).await;
+        let mut conn = raw(&server).await;
+        let short = Duration::from_millis(300);
+        let guard = mgr.lock("raced").ttl(short).acquire().await.unwrap();
+        for round in 0..15 {
+            // Each round starts as soon as a renewal has landed on the
+            // server, while its reply may still be on its way to the
+            // renewal task: its confirmation races the extends.
+            let probe = conn.clone();
+            wait_until(Duration::from_secs(5), "the key's TTL to run down", || {
+                let mut probe = probe.clone();
+                async move { pttl(&mut probe, "raced").await <= 250 }
+            })
+            .await;
+            wait_until(Duration::from_secs(5), "a renewal to land", || {
+                let mut probe = probe.clone();
+                async move { pttl(&mut probe, "raced").await > 250 }
+            })
+            .await;
+            let (a, b) = tokio::join!(guard.extend(LONG_TTL), guard.extend(short));
+            a.unwrap();
+            b.unwrap();
+            if round % 2 == 1 {
+                guard.extend(short).await.unwrap();
+            }
+            let valid_until = guard.valid_until();
+            let ms = pttl(&mut conn, "raced").await;
+            let read = Instant::now();
+            assert!(ms > 0, "round {round}: PTTL {ms}");
+            let expires = read + Duration::from_millis(ms as u64 + 1);
+            assert!(
+                valid_until <= expires,
+                "round {round}: valid_until is {:?} after the key expires on the server (PTTL {ms} ms)",
+                valid_until - expires
+            );
+            assert!(!guard.is_lost(), "round {round}");
+        }
+        guard.release().await.unwrap();
+    });
+    let renewals = counter_with(&snapshot, shardlock::metrics::RENEWALS_TOTAL, &[]);
+    assert!(
+        renewals >= 5,
+        "only {renewals} renewals landed during the extends"
+    );
+}

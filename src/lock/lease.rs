@@ -341,10 +341,8 @@ impl Lease {
             // A renewal or extend that went unanswered may have set our
             // token for another TTL from about now: the background release
             // keeps trying that long (see `release_gives_up_at`).
-            self.valid_until.fetch_max(
-                since_epoch(Instant::now() + self.ttl()),
-                Ordering::AcqRel,
-            );
+            self.valid_until
+                .fetch_max(since_epoch(Instant::now() + self.ttl()), Ordering::AcqRel);
         }
         lost
     }
@@ -365,7 +363,10 @@ impl Lease {
     /// prefix and the `prefix` flag.
     pub(crate) fn release_argv(&self) -> Vec<Vec<u8>> {
         if self.state.load(Ordering::Acquire) == ORPHAN_FENCED {
-            vec![lock_value_prefix(self.token).into_bytes(), b"prefix".to_vec()]
+            vec![
+                lock_value_prefix(self.token).into_bytes(),
+                b"prefix".to_vec(),
+            ]
         } else {
             vec![self.value().into_bytes()]
         }

@@ -436,7 +436,9 @@ impl LockManager {
         let retry = crate::router::Retry::RedirectsOnly;
         // Its TTL is not known here; it is at most `max_ttl`.
         let ttl = self.settings().max_ttl;
-        Ok(Arc::new(Lease::unguarded(full, slot, token, ttl, class, retry)))
+        Ok(Arc::new(Lease::unguarded(
+            full, slot, token, ttl, class, retry,
+        )))
     }
 
     /// Compare-and-delete of `key` if it holds `token`'s value; true when

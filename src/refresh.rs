@@ -395,14 +395,22 @@ async fn fetch_from(
 }
 
 /// Refuses a server older than 7.0, by its `HELLO` reply; a server without
-/// `HELLO` predates 6.0.
+/// `HELLO` predates 6.0, and one that wants an argument for it is 6.0.
 fn check_version(hello: &Value) -> Result<(), NodeFailureCause> {
     let version = match hello {
         Value::ServerError(e) => {
             let detail = e.details().unwrap_or_default();
-            if detail.to_ascii_lowercase().contains("unknown command") {
+            let lower = detail.to_ascii_lowercase();
+            if lower.contains("unknown command") {
                 return Err(NodeFailureCause::Unsupported(
                     "before 6.0 (no HELLO command)".into(),
+                ));
+            }
+            // Redis 6.0's HELLO needs its protocol argument (optional
+            // since 6.2).
+            if lower.contains("wrong number of arguments") {
+                return Err(NodeFailureCause::Unsupported(
+                    "6.0 (HELLO needs a protocol version)".into(),
                 ));
             }
             return Err(failure(classify_error(e.code(), detail)));

@@ -349,13 +349,19 @@ impl Lease {
 
     /// When a background release of this lease stops trying: once the key
     /// has certainly expired on the server by its TTL. For a lease released
-    /// while held that is its `valid_until`; for a lost lease, an orphan or
-    /// an unguarded release, `valid_until` was set to the end of the
-    /// longest TTL the key may still carry when it was handed over.
-    /// Callers add one response timeout (a confirmation's reply may come
-    /// that much after its send).
+    /// while held that is one TTL past its `valid_until` (a renewal sent
+    /// before then may have landed with its reply lost); for a lost lease,
+    /// an orphan or an unguarded release, `valid_until` was set to the end
+    /// of the longest TTL the key may still carry when it was handed over.
+    /// Callers add one response timeout (a request may land that much after
+    /// its send).
     pub(crate) fn release_gives_up_at(&self) -> Instant {
-        self.valid_until()
+        let until = self.valid_until();
+        if self.state.load(Ordering::Acquire) == RELEASED {
+            until.checked_add(self.ttl()).unwrap_or(until)
+        } else {
+            until
+        }
     }
 
     /// The `release.lua` arguments for this lease: its value, or for the

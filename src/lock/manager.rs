@@ -167,9 +167,10 @@ impl LockManagerBuilder {
     }
 
     /// How often the renewal task looks for leases due (default 100 ms;
-    /// above zero and at most `max_ttl / 3`). An auto-renewed lease is
-    /// renewed when a third of its TTL has passed, so its TTL must be at
-    /// least three intervals.
+    /// above zero and at most `default_ttl / 3`, hence `max_ttl / 3`). An
+    /// auto-renewed lease is renewed when a third of its TTL has passed, so
+    /// its TTL must be at least three intervals; requests renew by default,
+    /// so the default TTL must be too.
     pub fn renew_interval(mut self, interval: Duration) -> Self {
         self.settings.renew_interval = interval;
         self
@@ -265,11 +266,13 @@ impl Settings {
                 self.default_ttl, self.max_ttl
             ));
         }
-        if self.renew_interval.is_zero() || self.renew_interval > self.max_ttl / 3 {
+        // Requests renew by default, so a default TTL shorter than three
+        // intervals would refuse every request that sets no TTL.
+        if self.renew_interval.is_zero() || self.renew_interval > self.default_ttl / 3 {
             return invalid(format!(
-                "renew_interval {:?} is outside (0, max_ttl / 3 = {:?}]: an auto-renewed lease needs a TTL of at least three intervals",
+                "renew_interval {:?} is outside (0, default_ttl / 3 = {:?}]: an auto-renewed lease needs a TTL of at least three intervals, and requests renew by default",
                 self.renew_interval,
-                self.max_ttl / 3
+                self.default_ttl / 3
             ));
         }
         if self.max_key_len == 0 || self.max_keys == 0 {

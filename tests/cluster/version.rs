@@ -12,7 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// A listener on a free local port that answers `HELLO` with `version`
-/// (or, for `None`, as an unknown command, like Redis before 6.0), `PING`
+/// (like Redis 6.0, only when given a protocol version; for `None`, as an
+/// unknown command, like Redis before 6.0), `PING`
 /// with `PONG` and everything else as an unknown command.
 async fn old_server(version: Option<&'static str>) -> (String, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -31,6 +32,11 @@ async fn serve(stream: TcpStream, version: Option<&'static str>) {
     while let Some(command) = read_command(&mut stream).await {
         let name = command.first().cloned().unwrap_or_default().to_uppercase();
         let reply = match (name.as_str(), version) {
+            // Redis 6.0's HELLO requires the protocol version (6.2 made it
+            // optional).
+            ("HELLO", Some(v)) if v.starts_with("6.0") && command.len() == 1 => {
+                "-ERR wrong number of arguments for 'hello' command\r\n".to_owned()
+            }
             ("HELLO", Some(v)) => format!(
                 "*6\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n${}\r\n{v}\r\n$5\r\nproto\r\n:2\r\n",
                 v.len()
@@ -74,13 +80,14 @@ async fn build(seed: &str) -> Result<Client, Error> {
         .await
 }
 
-/// A server that reports Redis 6.2 (or has no HELLO, like Redis 5) is
+/// A server that reports Redis 6.2, answers a bare HELLO like Redis 6.0,
+/// or has no HELLO (Redis 5) is
 /// refused with `UnsupportedServer` naming its version and the minimum 7.0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_before_7_0_are_refused() {
     for (version, reported) in [
         (Some("6.2.14"), "6.2.14"),
-        (Some("6.0.0"), "6.0.0"),
+        (Some("6.0.20"), "6.0"),
         (None, "before 6.0"),
     ] {
         let (addr, server) = old_server(version).await;

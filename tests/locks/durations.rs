@@ -78,7 +78,9 @@ async fn client_builder_durations() {
 }
 
 /// LockManagerBuilder's durations: `max_ttl` in 1 ms..=2³²−1 ms,
-/// `default_ttl` in 1 ms..=max_ttl, `renew_interval` in (0, max_ttl / 3];
+/// `default_ttl` in 1 ms..=max_ttl, `renew_interval` in (0, default_ttl / 3]
+/// (a default TTL shorter than three intervals would refuse every request
+/// that sets no TTL, since requests renew by default);
 /// managers within the bounds take and release a lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_manager_builder_durations() {
@@ -86,7 +88,8 @@ async fn lock_manager_builder_durations() {
     type Set = fn(LockManagerBuilder, Duration) -> LockManagerBuilder;
     let default_ttl: Set = |b, d| b.default_ttl(d);
     let max_ttl: Set = |b, d| b.max_ttl(d).default_ttl(d.min(Duration::from_secs(10)));
-    let renew: Set = |b, d| b.renew_interval(d);
+    let renew: Set = |b, d| b.renew_interval(d).default_ttl(HOUR);
+    let renew_10s: Set = |b, d| b.renew_interval(d).default_ttl(Duration::from_secs(10));
     let table: Vec<(&str, Set, Duration, Expect)> = vec![
         (
             "default_ttl",
@@ -136,15 +139,21 @@ async fn lock_manager_builder_durations() {
             "renew_interval",
             renew,
             Duration::MAX,
-            Some(&["renew_interval", "max_ttl / 3"]),
+            Some(&["renew_interval", "default_ttl / 3"]),
         ),
         (
             "renew_interval",
             renew,
             HOUR / 3 + NS,
-            Some(&["renew_interval", "max_ttl / 3"]),
+            Some(&["renew_interval", "default_ttl / 3"]),
         ),
         ("renew_interval", renew, HOUR / 3, None),
+        (
+            "renew_interval",
+            renew_10s,
+            Duration::from_secs(10) / 3 + NS,
+            Some(&["renew_interval", "default_ttl / 3"]),
+        ),
     ];
     for (name, set, value, expect) in table {
         let what = format!("{name}({value:?})");

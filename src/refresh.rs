@@ -177,17 +177,74 @@ async fn run(
 /// [`Error::NoNodeReachable`] when no seed gave a usable map (or, with a
 /// standalone server, another seed did not answer; a refusal of our
 /// credentials or an old version there is reported as above), and
-/// [`Error::InvalidArgument`] when the seeds name more than one server
-/// (two standalone servers, a primary and its replica, or a standalone
-/// server and a cluster node).
+/// [`Error::InvalidArgument`] when the seeds name more than one deployment
+/// (two standalone servers, a primary and its replica, a standalone server
+/// and a cluster node, or nodes of two clusters that answer).
 pub(crate) async fn fetch_first(config: &Config, nodes: &NodePool) -> Result<Topology> {
     let topology = fetch(config, nodes, None, 0)
         .await
         .map_err(first_fetch_error)?;
     if topology.is_standalone() {
         same_server_everywhere(config, nodes, &topology).await?;
+    } else {
+        same_cluster_everywhere(config, nodes, &topology).await?;
     }
     Ok(topology)
+}
+
+/// Every seed that is not a node of `cluster`'s map and answers must be a
+/// node of that same cluster (its map shares a node id with `cluster`'s):
+/// otherwise two clients given the same seeds in another order would lock
+/// on different deployments. Seeds that do not answer are skipped (a
+/// cluster stays usable with a node down); the refresher never moves to
+/// another cluster later either (see [`fetch`]).
+async fn same_cluster_everywhere(
+    config: &Config,
+    nodes: &NodePool,
+    cluster: &Topology,
+) -> Result<()> {
+    let known: Vec<&str> = cluster.nodes().map(|n| n.addr().as_ref()).collect();
+    let answered = cluster
+        .nodes()
+        .next()
+        .map(|n| n.addr().to_string())
+        .unwrap_or_default();
+    for seed in &config.seeds {
+        if known.contains(&seed.as_str()) {
+            continue;
+        }
+        match fetch_from(config, nodes, seed).await {
+            Ok(other) if other.is_standalone() => {
+                return Err(Error::InvalidArgument(format!(
+                    "seed {seed} is a standalone server but the other seeds are nodes of a \
+                     cluster; give the nodes of one deployment"
+                )));
+            }
+            Ok(other) if !same_cluster(cluster, &other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "seed {seed} is a node of another cluster than {answered} (their slot maps \
+                     share no node id); give the nodes of one deployment"
+                )));
+            }
+            Ok(_) => {}
+            Err(cause) => {
+                tracing::debug!(%seed, ?cause, "seed not checked at build: it did not answer");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two cluster slot maps describe one cluster: they share a node id
+/// (node ids are random 160-bit names, kept for a node's life). Maps
+/// without ids cannot be told apart and count as one.
+fn same_cluster(a: &Topology, b: &Topology) -> bool {
+    let ids: Vec<&str> = a.nodes().filter_map(|n| n.id()).collect();
+    let mut others = b.nodes().filter_map(|n| n.id()).peekable();
+    if ids.is_empty() || others.peek().is_none() {
+        return true;
+    }
+    others.any(|id| ids.contains(&id))
 }
 
 /// The error of a first fetch that found no usable node: the first
@@ -277,7 +334,9 @@ async fn same_server_everywhere(
 /// the seeds, primaries first starting at `rotation` (mod their number), so
 /// successive fetches spread over the cluster. Once a client has a map, an
 /// answer of the other kind (a standalone server for a cluster, or the
-/// reverse) is refused as a bad topology.
+/// reverse) is refused as a bad topology, and so is a cluster map that
+/// shares no node id with the current one (another cluster's node, e.g. a
+/// seed that did not answer at build).
 pub(crate) async fn fetch(
     config: &Config,
     nodes: &NodePool,
@@ -326,6 +385,18 @@ pub(crate) async fn fetch(
                             "a cluster node answered for a standalone server"
                         }
                         .into(),
+                    ),
+                });
+            }
+            Ok(topology)
+                if current.is_some_and(|c| !c.is_standalone() && !same_cluster(c, &topology)) =>
+            {
+                failures.push(NodeFailure {
+                    addr,
+                    cause: NodeFailureCause::BadTopology(
+                        "a node of another cluster answered (no node id in common with the \
+                         current slot map)"
+                            .into(),
                     ),
                 });
             }

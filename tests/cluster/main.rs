@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod deadline;
+mod deployments;
 mod failover;
 mod metrics;
 mod migration;

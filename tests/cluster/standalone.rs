@@ -170,14 +170,18 @@ async fn a_cluster_client_never_moves_to_a_standalone_seed() {
     .await
     .unwrap();
     let server = StandaloneServer::start().await.unwrap();
-    let client = Client::builder()
+    // Stopped at build, the standalone seed is skipped (a standalone seed
+    // that answers at build is refused: see `deployments`).
+    server.pause().unwrap();
+    let built = Client::builder()
         .seeds([cluster.seeds()[0].clone(), server.url()])
         .refresh_interval(Duration::from_secs(3600))
         .connect_timeout(Duration::from_millis(300))
         .response_timeout(Duration::from_millis(300))
         .build()
-        .await
-        .unwrap();
+        .await;
+    server.resume().unwrap();
+    let client = built.unwrap();
     assert!(!client.topology().is_standalone());
     let node = cluster.addrs()[0].clone();
     cluster.pause(&node).unwrap();

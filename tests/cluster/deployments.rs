@@ -42,8 +42,16 @@ async fn seeds_of_two_deployments_are_refused() {
     let (a, b) = (small_cluster().await, small_cluster().await);
     let server = StandaloneServer::start().await.unwrap();
     let (a0, b0) = (a.seeds()[0].clone(), b.seeds()[0].clone());
-    expect_refused("[a, b]", build(&[a0.clone(), b0.clone()]).await, "another cluster");
-    expect_refused("[b, a]", build(&[b0.clone(), a0.clone()]).await, "another cluster");
+    expect_refused(
+        "[a, b]",
+        build(&[a0.clone(), b0.clone()]).await,
+        "another cluster",
+    );
+    expect_refused(
+        "[b, a]",
+        build(&[b0.clone(), a0.clone()]).await,
+        "another cluster",
+    );
     expect_refused(
         "[a, standalone]",
         build(&[a0.clone(), server.url()]).await,
@@ -86,7 +94,11 @@ async fn a_refresh_never_moves_to_another_cluster() {
         ),
         other => panic!("expected NoNodeReachable, got {other:?}"),
     }
-    assert_eq!(ids(&client), vec![own_id.clone()], "the client moved to another cluster");
+    assert_eq!(
+        ids(&client),
+        vec![own_id.clone()],
+        "the client moved to another cluster"
+    );
     client.refresh().await.unwrap();
     assert_eq!(ids(&client), vec![own_id]);
 }

@@ -71,8 +71,8 @@ impl LockGuard {
             if self.lease.is_lost() {
                 return;
             }
-            // Wakes at the current validity end; a renewal or an extend may
-            // have moved it by then, so it is checked again.
+            // Wakes at the current validity end, or when an extend lowers
+            // it (or a renewal or extend moved it): checked again either way.
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep_until(self.lease.valid_until()) => {}
@@ -84,7 +84,11 @@ impl LockGuard {
     /// [`Error::NotHeld`] when it was lost or taken meanwhile (or its
     /// `valid_until` has passed). Extends of one guard take turns: a second
     /// one waits for the first to end, so `valid_until` always follows the
-    /// one the server applied last. When the extend fails without an answer
+    /// one the server applied last. The extend lowers `valid_until` to its
+    /// send time plus `ttl` when it is sent ([`lost`](Self::lost) follows);
+    /// a reply that comes after the lease was reported lost (that bound
+    /// passed first) is [`Error::NotHeld`], and the loss stands: once the
+    /// lease is reported lost, no extend returns `Ok`. When the extend fails without an answer
     /// (it may still land), the lease counts on the shorter of its old TTL
     /// and `ttl` from then on.
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
@@ -115,8 +119,13 @@ impl LockGuard {
         let applied = scripts::compared(&replies, "extend")?;
         unknown.armed = false;
         if applied {
-            self.lease.extended(sent_at, ttl);
-            Ok(())
+            // Applied, but a loss reported while the reply was on its way
+            // stands (the key, still ours, is deleted on release or drop).
+            if self.lease.extended(sent_at, ttl) {
+                Ok(())
+            } else {
+                Err(Error::NotHeld)
+            }
         } else {
             self.lease.mark_lost();
             Err(Error::NotHeld)

@@ -11,7 +11,9 @@
 //!
 //! `valid_until` never runs ahead of what the server may hold: extends of
 //! one lease take turns, each one first lowers it to its own send time plus
-//! TTL, and only the extend that got its reply sets it again; a renewal
+//! TTL (waking `lost()` waiters, who then wait for the lowered bound), and
+//! only the extend that got its reply sets it again — unless the lease was
+//! reported lost meanwhile, which is never taken back; a renewal
 //! confirms only while no extend is in flight (a confirmation that crossed
 //! the start of one is taken back), and renewals of an older schedule are
 //! void.
@@ -211,25 +213,52 @@ impl Lease {
     /// Before an extend to `ttl` sent at `sent_at`: the lease may end as
     /// soon as that (a shorter TTL cuts it on the server even if the reply
     /// is lost), and renewals already in flight must not move it later.
+    /// `lost()` waiters are woken, so that they wait for the lowered bound.
     pub(super) fn extending(&self, sent_at: Instant, ttl: Duration) {
         self.schedule.fetch_add(1, Ordering::AcqRel);
         self.valid_until
             .fetch_min(since_epoch(sent_at + ttl), Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
-    /// After an extend to `ttl` sent at `sent_at` was confirmed. A renewal
-    /// sent before it, with the old TTL, may still land after it: with
-    /// auto-renewal the lease counts on the shorter of the two TTLs until
-    /// the next renewal (due at once) confirms the new one.
-    pub(super) fn extended(&self, sent_at: Instant, ttl: Duration) {
+    /// After an extend to `ttl` sent at `sent_at` was applied by the
+    /// server: true when the lease is still held, and `valid_until` then
+    /// counts from the extend. False when the lease was reported lost (or
+    /// released) meanwhile — by `mark_lost`, or because its lowered
+    /// `valid_until` passed while the reply was on its way: a loss once
+    /// reported is never taken back, and `valid_until` is not raised
+    /// (the TTL is kept, so that a release keeps trying long enough).
+    /// A renewal sent before the extend, with the old TTL, may still land
+    /// after it: with auto-renewal the lease counts on the shorter of the
+    /// two TTLs until the next renewal (due at once) confirms the new one.
+    pub(super) fn extended(&self, sent_at: Instant, ttl: Duration) -> bool {
         let counted = if self.auto_renew {
             ttl.min(self.ttl())
         } else {
             ttl
         };
-        self.set_ttl(ttl);
-        self.valid_until
-            .store(since_epoch(sent_at + counted), Ordering::Release);
+        if ttl > self.ttl() || self.is_held() {
+            self.set_ttl(ttl);
+        }
+        // The state is checked after the new bound is in place: a loss
+        // reported before that check is seen by it and the bound is taken
+        // back; one reported after it read the new bound.
+        if self.is_lost() || !self.is_held() {
+            return false;
+        }
+        let previous = self
+            .valid_until
+            .swap(since_epoch(sent_at + counted), Ordering::SeqCst);
+        if self.is_lost() || !self.is_held() {
+            let _ = self.valid_until.compare_exchange(
+                since_epoch(sent_at + counted),
+                previous,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            return false;
+        }
+        true
     }
 
     /// After an extend to `ttl` sent at `sent_at` failed without an answer:

@@ -463,3 +463,80 @@ fn extends_racing_renewals_never_overstate_valid_until() {
         "only {renewals} renewals landed during the extends"
     );
 }
+
+/// An extend to a shorter TTL lowers `valid_until` at once, and `lost()`
+/// follows it: without auto-renewal, with the server stopped so that the
+/// extend stays pending, `lost()` resolves once the lowered bound passes,
+/// while the extend is still in flight (not at the old 30 s bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_follows_an_extend_in_flight() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = impatient(&server, Duration::from_millis(1500), Duration::from_secs(3)).await;
+    warm(&mgr).await;
+    let guard = mgr
+        .lock("lowered")
+        .ttl(LONG_TTL)
+        .auto_renew(false)
+        .acquire()
+        .await
+        .unwrap();
+    server.pause().unwrap();
+    let first = {
+        let extend = guard.extend(Duration::from_millis(200));
+        tokio::pin!(extend);
+        tokio::select! {
+            // lost() first: it is waiting on the old bound when the
+            // extend lowers it.
+            biased;
+            () = guard.lost() => None,
+            got = &mut extend => Some(got),
+        }
+    };
+    server.resume().unwrap();
+    assert!(
+        first.is_none(),
+        "the extend ended ({first:?}) before lost() resolved (lost() waited for the old bound)"
+    );
+    assert!(guard.is_lost());
+}
+
+/// An extend whose reply arrives after the lease was reported lost (its
+/// lowered `valid_until` passed while the server was stopped) returns
+/// `NotHeld`, not `Ok`: the loss stands, `valid_until` is not raised, and
+/// the key (ours, extended on the server) is deleted on release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_answered_after_a_loss_is_not_held() {
+    let server = StandaloneServer::start().await.unwrap();
+    let mgr = impatient(&server, Duration::from_millis(1500), Duration::from_secs(3)).await;
+    let mut conn = raw(&server).await;
+    warm(&mgr).await;
+    let guard = mgr.lock("late").ttl(LONG_TTL).acquire().await.unwrap();
+    server.pause().unwrap();
+    let extend = Box::pin(guard.extend(Duration::from_secs(1)));
+    let mut extend = extend;
+    // Polled once: the extend is sent and its bound lowered.
+    tokio::select! {
+        biased;
+        got = &mut extend => panic!("the extend ended while the server was stopped: {got:?}"),
+        () = std::future::ready(()) => {}
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "the lowered bound to pass",
+        || async { guard.is_lost() },
+    )
+    .await;
+    let reported = guard.valid_until();
+    server.resume().unwrap();
+    let extended = (&mut extend).await;
+    drop(extend);
+    assert!(
+        matches!(extended, Err(Error::NotHeld)),
+        "an extend answered after the loss returned {extended:?}"
+    );
+    assert!(guard.is_lost());
+    assert!(guard.valid_until() <= reported, "valid_until was raised");
+    assert!(pttl(&mut conn, "late").await > 0, "the extend landed");
+    assert!(guard.release().await.is_ok());
+    assert!(!exists(&mut conn, "late").await);
+}

@@ -146,7 +146,10 @@ impl LockGuard {
     /// valid at the first attempt (that attempt most likely deleted it).
     /// [`Error::NotHeld`] when the key was absent or held by another token
     /// (expired, lost, or taken); [`lost()`](Self::lost) of a lost lease
-    /// stays resolved either way.
+    /// stays resolved either way. Any other error (the node unavailable, or
+    /// busy, past the request timeout) hands the lease to the background
+    /// release, as dropping the guard does: the key is deleted once the node
+    /// answers, until the lease has certainly expired.
     pub async fn release(self) -> Result<()> {
         // Taking the state first disarms Drop's background release and
         // stops renewal of this lease.
@@ -161,7 +164,13 @@ impl LockGuard {
             lease: Some(self.lease.clone()),
         };
         let released = release_lease(self.manager.client(), &self.lease).await;
-        pending.lease = None;
+        // Decided: nothing left to do. An error (the node unavailable or
+        // busy past the request timeout) leaves the key possibly ours:
+        // `pending` hands it to the background release, as a drop would
+        // (the error is counted here, the background outcome there).
+        if released.is_ok() {
+            pending.lease = None;
+        }
         match released {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::NotHeld),
@@ -217,8 +226,8 @@ impl Drop for ExtendUnknown<'_> {
     }
 }
 
-/// A release in progress; dropped unfinished, it hands the lease to the
-/// background release.
+/// A release in progress; dropped unfinished or after an error, it hands
+/// the lease to the background release.
 struct PendingRelease<'a> {
     manager: &'a LockManager,
     lease: Option<Arc<Lease>>,

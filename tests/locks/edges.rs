@@ -540,3 +540,71 @@ async fn extend_answered_after_a_loss_is_not_held() {
     assert!(guard.release().await.is_ok());
     assert!(!exists(&mut conn, "late").await);
 }
+
+/// A `release()` that fails (the server answers `BUSY` past the request
+/// timeout: a script spins on it) hands the lease to the background
+/// release, as a dropped guard does: once the script is killed, the key is
+/// gone within seconds, not after its 30 s TTL, and the release is counted
+/// once as an error (the call) and once as released (the background).
+#[test]
+fn failed_release_is_finished_in_the_background() {
+    let snapshot = recorded(|| async {
+        let server = StandaloneServer::start().await.unwrap();
+        let mgr = impatient(
+            &server,
+            Duration::from_millis(200),
+            Duration::from_millis(600),
+        )
+        .await;
+        let mut conn = raw(&server).await;
+        warm(&mgr).await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("busy-reply-threshold")
+            .arg("50")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let guard = mgr.lock("busy").ttl(LONG_TTL).acquire().await.unwrap();
+        let mut busy = raw(&server).await;
+        let spin = tokio::spawn(async move {
+            let spun: redis::RedisResult<()> = redis::cmd("EVAL")
+                .arg("while true do end")
+                .arg(0)
+                .query_async(&mut busy)
+                .await;
+            spun
+        });
+        let probe = raw(&server).await;
+        wait_until(Duration::from_secs(5), "the server to answer BUSY", || {
+            let mut probe = probe.clone();
+            async move {
+                let pinged: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut probe).await;
+                matches!(&pinged, Err(e) if e.code() == Some("BUSY"))
+            }
+        })
+        .await;
+        let released = guard.release().await;
+        assert!(
+            matches!(released, Err(Error::DeadlineExceeded { .. })),
+            "{released:?}"
+        );
+        let _: () = redis::cmd("SCRIPT")
+            .arg("KILL")
+            .query_async(&mut raw(&server).await)
+            .await
+            .unwrap();
+        let _ = spin.await;
+        wait_until(PROMPTLY, "the failed release's key to be deleted", || {
+            let mut conn = conn.clone();
+            async move { !exists(&mut conn, "busy").await }
+        })
+        .await;
+    });
+    let releases = |outcome| counter_with(&snapshot, RELEASES_TOTAL, &[("outcome", outcome)]);
+    assert_eq!(releases("error"), 1, "the failed call");
+    // The warm-up's release and the background one.
+    assert_eq!(releases("released"), 2);
+    assert_eq!(releases("not_held"), 0);
+}

@@ -44,8 +44,17 @@
 //! key is held. Dropping the `acquire()` future while an attempt is in
 //! progress hands every key that attempt took or may have taken (sent
 //! without an answer) to the background release, by token, as a failed
-//! single acquire does (counted in `shardlock_orphan_releases_total`); a
-//! key whose rollback or background release fails expires after its TTL.
+//! single acquire does (counted in `shardlock_orphan_releases_total`).
+//!
+//! A key whose rollback fails (its node unavailable or busy past the
+//! request timeout) may still hold the call's value. Every attempt of the
+//! call stores that same value, so such a key is not released while the
+//! call goes on: a later attempt recognises it and, if that attempt takes
+//! everything, holds and guards it. When the call fails, or its future is
+//! dropped, every such key goes to the background release by token (once
+//! per key, counted in `shardlock_orphan_releases_total`), which keeps
+//! trying until the key has certainly expired; a key whose background
+//! release fails too expires after its TTL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,11 +141,31 @@ impl ManyLockRequest {
         let class = self.manager.key_class(&self.keys[0]);
         // When the last attempt (the one that took everything) was sent.
         let sent_at = std::sync::Mutex::new(Instant::now());
+        // Keys whose rollback failed: released by token if the call fails
+        // or is dropped; ours (and guarded) if it succeeds.
+        let mut leftovers = Leftovers {
+            manager: &self.manager,
+            plan: &plan,
+            keys: std::sync::Mutex::new(vec![false; plan.keys.len()]),
+            armed: true,
+        };
+        let leftovers_ref = &leftovers;
+        let this = &self;
         until_acquired(class, self.wait, || {
             *sent_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-            async { Ok(self.attempt(&plan).await?.then_some(())) }
+            async move {
+                Ok(this
+                    .attempt(leftovers_ref.plan, leftovers_ref)
+                    .await?
+                    .then_some(()))
+            }
         })
         .await?;
+        // Every key is held by the attempt that succeeded (a leftover of an
+        // earlier one was recognised and its TTL set again): none is
+        // released.
+        leftovers.armed = false;
+        drop(leftovers);
         let sent_at = *sent_at.lock().unwrap_or_else(|p| p.into_inner());
         Ok(self.guards(plan, sent_at))
     }
@@ -201,12 +230,12 @@ impl ManyLockRequest {
     /// One attempt: `true` when every key is ours, `false` when some key is
     /// held by someone else. Unless it returns `true`, whatever it may have
     /// taken has been given back.
-    async fn attempt(&self, plan: &Plan) -> Result<bool> {
+    /// Keys whose rollback failed are added to `leftovers`.
+    async fn attempt(&self, plan: &Plan, leftovers: &Leftovers<'_>) -> Result<bool> {
         // Until the attempt has settled (all taken, or rolled back),
         // dropping it hands what it may hold to the background release.
         let mut attempt = Unsettled {
-            manager: &self.manager,
-            plan,
+            leftovers,
             states: vec![KeyState::Untried; plan.keys.len()],
             settled: false,
         };
@@ -215,7 +244,8 @@ impl ManyLockRequest {
             outcome = self.refresh_recognized(plan, &attempt.states).await;
         }
         if !matches!(outcome, Ok(true)) {
-            self.roll_back(plan, &attempt.states).await;
+            let failed = self.roll_back(plan, &attempt.states).await;
+            leftovers.add(failed);
         }
         attempt.settled = true;
         outcome
@@ -341,9 +371,10 @@ impl ManyLockRequest {
     /// Gives back every key this attempt took or may have taken:
     /// compare-and-delete with our value, one pipeline per shard
     /// (concurrently), error replies and failed sends resent one by one
-    /// through the router. A key that cannot be given back expires after its
-    /// TTL; a later attempt of this call recognises it as its own.
-    async fn roll_back(&self, plan: &Plan, states: &[KeyState]) {
+    /// through the router. Returns the keys that could not be given back: a
+    /// later attempt of this call recognises them as its own, and if the
+    /// call fails they go to the background release.
+    async fn roll_back(&self, plan: &Plan, states: &[KeyState]) -> Vec<usize> {
         let ours = (0..plan.keys.len()).filter(|&i| {
             matches!(
                 states[i],
@@ -352,7 +383,7 @@ impl ManyLockRequest {
         });
         let groups = self.group(plan, ours);
         if groups.is_empty() {
-            return;
+            return Vec::new();
         }
         let rerouted = join_all(groups.iter().map(|group| async move {
             match &group.node {
@@ -365,11 +396,18 @@ impl ManyLockRequest {
         join_all(rerouted.into_iter().flatten().map(|i| async move {
             let key = &plan.keys[i];
             let release = scripts::release(&key.full, &plan.value);
-            if let Err(e) = client.execute(key.slot, &release).await {
-                tracing::debug!(error = %e, "lock_many rollback failed; the lease expires by its TTL");
+            match client.execute(key.slot, &release).await {
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, "lock_many rollback failed; left to the call's outcome");
+                    Some(i)
+                }
             }
         }))
-        .await;
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// One pipeline of `release.lua` calls to `addr` (resent by source if
@@ -450,11 +488,10 @@ impl ManyLockRequest {
 }
 
 /// An attempt in progress; dropped before it settled (its future was
-/// dropped), every key it took or may have taken is released by token in
-/// the background, as a failed single acquire's would be.
+/// dropped), every key it took or may have taken joins the call's
+/// leftovers, which the call's drop then releases.
 struct Unsettled<'a> {
-    manager: &'a LockManager,
-    plan: &'a Plan,
+    leftovers: &'a Leftovers<'a>,
     states: Vec<KeyState>,
     settled: bool,
 }
@@ -464,25 +501,70 @@ impl Drop for Unsettled<'_> {
         if self.settled {
             return;
         }
-        for (key, state) in self.plan.keys.iter().zip(&self.states) {
-            if matches!(
+        let maybe_ours = self.states.iter().enumerate().filter(|(_, state)| {
+            matches!(
                 state,
                 KeyState::Taken | KeyState::Recognized | KeyState::Unknown
-            ) {
-                let class = self
-                    .manager
-                    .key_class(&key.full[self.manager.namespace_len()..]);
-                let lease = Lease::orphan(
-                    key.full.clone(),
-                    key.slot,
-                    self.plan.token,
-                    false,
-                    self.plan.ttl,
-                    class,
-                    crate::router::Retry::UntilDeadline,
-                );
-                self.manager.release_in_background(Arc::new(lease));
-            }
+            )
+        });
+        self.leftovers.add(maybe_ours.map(|(i, _)| i).collect());
+        // The call is being dropped: release now rather than rely on the
+        // order in which its locals drop.
+        self.leftovers.release();
+    }
+}
+
+/// Keys of one `lock_many` call that may still hold its value although no
+/// attempt holds them (a rollback that failed, an attempt dropped). Dropped
+/// armed — the call failed or was dropped — each is released by token in
+/// the background, once, as a failed single acquire's key is (counted in
+/// `shardlock_orphan_releases_total`). Disarmed when the call succeeds: the
+/// attempt that succeeded holds every key (all attempts share one value),
+/// so none may be released then.
+struct Leftovers<'a> {
+    manager: &'a LockManager,
+    plan: &'a Plan,
+    /// By index in the plan.
+    keys: std::sync::Mutex<Vec<bool>>,
+    armed: bool,
+}
+
+impl Leftovers<'_> {
+    fn add(&self, keys: Vec<usize>) {
+        let mut left = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for i in keys {
+            left[i] = true;
+        }
+    }
+
+    /// Hands every leftover to the background release (each at most once).
+    fn release(&self) {
+        let taken = {
+            let mut left = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *left, vec![false; self.plan.keys.len()])
+        };
+        for (key, _) in self.plan.keys.iter().zip(taken).filter(|(_, left)| *left) {
+            let class = self
+                .manager
+                .key_class(&key.full[self.manager.namespace_len()..]);
+            let lease = Lease::orphan(
+                key.full.clone(),
+                key.slot,
+                self.plan.token,
+                false,
+                self.plan.ttl,
+                class,
+                crate::router::Retry::UntilDeadline,
+            );
+            self.manager.release_in_background(Arc::new(lease));
+        }
+    }
+}
+
+impl Drop for Leftovers<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.release();
         }
     }
 }

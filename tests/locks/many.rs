@@ -467,3 +467,121 @@ async fn dropped_futures_leave_nothing_beyond_the_ttl() {
     )
     .await;
 }
+
+/// A `lock_many` whose rollback fails (the first key's primary answers
+/// `BUSY` past the request timeout: a script spins on it) hands the key it
+/// could not give back to the background release when the call fails:
+/// once the script is killed, the key is gone within seconds, not after
+/// its 30 s TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rollback_leaves_no_orphan_lease() {
+    // A primary busy for a second or two is not failed over meanwhile.
+    let cluster = TestCluster::start_with(shardlock::testkit::ClusterSpec {
+        node_timeout: Duration::from_secs(5),
+        ..shardlock::testkit::ClusterSpec::default()
+    })
+    .await
+    .unwrap();
+    let mgr = LockManager::builder()
+        .seeds(cluster.seeds())
+        .namespace("lock:")
+        .response_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let other = manager(&cluster).await;
+    // Taken first (lowest slot), rolled back when `held` is found taken.
+    let (first, held) = (
+        key_in(100, "rollback:first"),
+        key_in(12_100, "rollback:held"),
+    );
+    let x = cluster.primary_of_slot(100).await.unwrap();
+    let y = cluster.primary_of_slot(12_100).await.unwrap();
+    assert_ne!(x, y);
+    // Connections open and scripts loaded before the faults.
+    mgr.lock_many([&first, &held])
+        .acquire()
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    cluster
+        .command(
+            &x,
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("busy-reply-threshold")
+                .arg("50"),
+        )
+        .await
+        .unwrap();
+    let _held_elsewhere = other.lock(&held).acquire().await.unwrap();
+    let exists_on_x = |key: String| {
+        let (cluster, x) = (&cluster, x.clone());
+        async move {
+            let found = cluster
+                .command(&x, redis::cmd("EXISTS").arg(lock_key(&key)))
+                .await;
+            matches!(found, Ok(redis::Value::Int(1)))
+        }
+    };
+
+    // `first` is taken on x while the pipeline to y waits on y, stopped.
+    cluster.pause(&y).unwrap();
+    let acquire = tokio::spawn({
+        let (mgr, keys) = (mgr.clone(), [first.clone(), held.clone()]);
+        async move {
+            mgr.lock_many(keys)
+                .ttl(Duration::from_secs(30))
+                .acquire()
+                .await
+                .map(drop)
+        }
+    });
+    wait_until(Duration::from_secs(1), "the first key to be taken", || {
+        exists_on_x(first.clone())
+    })
+    .await;
+    // x turns busy, then y answers: `held` is taken, `first` is rolled back
+    // while x refuses every command.
+    let mut spinner = redis::Client::open(format!("redis://{x}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let spin = tokio::spawn(async move {
+        let spun: redis::RedisResult<()> = redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query_async(&mut spinner)
+            .await;
+        spun
+    });
+    wait_until(Duration::from_secs(1), "x to answer BUSY", || {
+        let (cluster, x) = (&cluster, x.clone());
+        async move {
+            let pinged = cluster.command(&x, &redis::cmd("PING")).await;
+            matches!(&pinged, Err(e) if e.server_code() == Some("BUSY"))
+        }
+    })
+    .await;
+    cluster.resume(&y).unwrap();
+    let acquired = acquire.await.unwrap();
+    assert!(matches!(acquired, Err(Error::Contended)), "{acquired:?}");
+    cluster
+        .command_with_timeout(&x, redis::cmd("SCRIPT").arg("KILL"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let _ = spin.await;
+    wait_until(
+        Duration::from_secs(3),
+        "the key of the failed rollback to be released",
+        || {
+            let found = exists_on_x(first.clone());
+            async move { !found.await }
+        },
+    )
+    .await;
+}

@@ -142,7 +142,8 @@ impl LockGuard {
     /// is already known lost (a renewal or extend whose reply never came
     /// back may have kept our token there). `Ok` when our token was there
     /// and is now deleted — or when a resend, after an attempt that went
-    /// unanswered, finds the key absent while the lease was held and
+    /// unanswered, finds the key absent on the same node (the slot map
+    /// unchanged in between: no failover) while the lease was held and
     /// valid at the first attempt (that attempt most likely deleted it).
     /// [`Error::NotHeld`] when the key was absent or held by another token
     /// (expired, lost, or taken); [`lost()`](Self::lost) of a lost lease

@@ -20,9 +20,14 @@
 //!
 //! Release tells apart a key it deleted, a key that was absent, and a key
 //! held by another token. When an attempt went unanswered (timed out, or
-//! its connection broke) and a resend then finds the key absent, the first
-//! attempt most likely deleted it: that counts as released if it was sent
-//! while the lease was held and valid.
+//! its connection broke) and a resend to the same node then finds the key
+//! absent, that attempt most likely deleted it: that counts as released if
+//! the first attempt was sent while the lease was held and valid, and the
+//! slot map (its version, and so the slot's primary) did not change
+//! between the first attempt and the reply. After a failover, or any other
+//! change of the map, the resend may reach a node that never had the
+//! key — the lease may have been lost with the old primary's writes — and
+//! an absent key is not held.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -459,10 +464,13 @@ pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool
     };
     let first_sent = Instant::now();
     let released = match send_release(client, lease, &request).await {
-        Ok((replies, unanswered)) => scripts::released(&replies).map(|found| match found {
+        Ok((replies, resent)) => scripts::released(&replies).map(|found| match found {
             Released::Deleted => true,
-            // Only a resend finds the key our first attempt deleted.
-            Released::Absent => unanswered && state == RELEASED && first_sent < lease.valid_until(),
+            Released::Absent => absent_counts_as_released(
+                resent,
+                state == RELEASED,
+                first_sent < lease.valid_until(),
+            ),
             Released::Other => false,
         }),
         Err(e) => Err(e),
@@ -476,18 +484,58 @@ pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool
     released
 }
 
+/// How a release's replies came back after earlier attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resent {
+    /// The first attempt got the replies.
+    No,
+    /// An earlier attempt went unanswered (timed out or lost its
+    /// connection: it may have run) and the replies came from the node
+    /// that attempt went to: the slot map did not change in between (same
+    /// version, same owner of the slot).
+    ToTheSameNode,
+    /// Resent after an attempt that went unanswered, but the slot map
+    /// changed in between (a failover, a refresh, a MOVED): the replies may
+    /// come from another node than the one the first attempt reached.
+    Elsewhere,
+    /// Resent only after attempts that certainly did not run (refused,
+    /// backoff, a server's error reply).
+    AfterRefusals,
+}
+
+/// Whether a release that found the key absent counts as released: only
+/// when a resend went to the node an unanswered earlier attempt went to
+/// (that attempt most likely deleted the key), and the lease was held and
+/// valid when the first attempt was sent. After a failover the key may be
+/// absent because the lease was lost with the old primary's writes: then
+/// it does not count.
+fn absent_counts_as_released(resent: Resent, held: bool, valid_at_first: bool) -> bool {
+    resent == Resent::ToTheSameNode && held && valid_at_first
+}
+
+/// Where `slot` is served in the slot map in use: its version and the
+/// slot's primary.
+fn owner_of(client: &Client, slot: u16) -> (u64, Option<std::sync::Arc<str>>) {
+    let topology = client.topology();
+    let owner = topology
+        .primary_of_slot(slot)
+        .map(|node| node.addr().clone());
+    (topology.version(), owner)
+}
+
 /// Sends a release within one request timeout, retrying unavailability as
-/// the lease's `retry` allows; also tells whether an earlier attempt went
-/// unanswered (timed out or lost its connection: it may have run).
+/// the lease's `retry` allows; also tells how the replies relate to earlier
+/// attempts that went unanswered (see [`Resent`]).
 async fn send_release(
     client: &Client,
     lease: &Lease,
     request: &Request,
-) -> Result<(Vec<Value>, bool)> {
+) -> Result<(Vec<Value>, Resent)> {
     let router = client.router();
     let started = Instant::now();
     let deadline = started + client.request_timeout();
     let backoff = router.shared.config.retry_backoff;
+    let first_owner = owner_of(client, lease.slot);
     let mut unanswered = false;
     let mut attempts: u32 = 0;
     loop {
@@ -497,7 +545,17 @@ async fn send_release(
             .execute(lease.slot, request, deadline, Retry::RedirectsOnly)
             .await
         {
-            Ok(replies) => return Ok((replies, unanswered)),
+            Ok(replies) => {
+                // Read after the reply: a MOVED followed inside, or a
+                // failover the router learned of, changed the map.
+                let resent = match (unanswered, owner_of(client, lease.slot) == first_owner) {
+                    (true, true) => Resent::ToTheSameNode,
+                    (true, false) => Resent::Elsewhere,
+                    (false, _) if attempts == 0 => Resent::No,
+                    (false, _) => Resent::AfterRefusals,
+                };
+                return Ok((replies, resent));
+            }
             Err(Error::DeadlineExceeded {
                 attempts: tried,
                 last,
@@ -517,6 +575,33 @@ async fn send_release(
                 tokio::time::sleep_until(deadline.min(now + delay)).await;
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An absent key counts as released only after an unanswered attempt
+    /// whose resend went to the same node, for a lease held and valid at
+    /// the first attempt.
+    #[test]
+    fn absent_counts_as_released_only_after_a_resend_to_the_same_node() {
+        let table = [
+            (Resent::ToTheSameNode, true, true, true),
+            (Resent::ToTheSameNode, false, true, false),
+            (Resent::ToTheSameNode, true, false, false),
+            (Resent::Elsewhere, true, true, false),
+            (Resent::AfterRefusals, true, true, false),
+            (Resent::No, true, true, false),
+        ];
+        for (resent, held, valid, expected) in table {
+            assert_eq!(
+                absent_counts_as_released(resent, held, valid),
+                expected,
+                "{resent:?} held {held} valid {valid}"
+            );
         }
     }
 }

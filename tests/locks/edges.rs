@@ -608,3 +608,65 @@ fn failed_release_is_finished_in_the_background() {
     assert_eq!(releases("released"), 2);
     assert_eq!(releases("not_held"), 0);
 }
+
+/// A release whose first attempt went unanswered (the key's primary
+/// stopped) and whose resend, after a failover to a replica that never got
+/// the key, finds it absent returns `NotHeld` and counts as `not_held`:
+/// the lease was lost with the old primary's writes, not deleted by that
+/// first attempt (the slot map changed between the two).
+#[test]
+fn release_resent_after_a_failover_is_not_held() {
+    let snapshot = recorded(|| async {
+        let cluster = shardlock::testkit::TestCluster::start().await.unwrap();
+        let mgr = LockManager::builder()
+            .seeds(cluster.seeds())
+            .namespace("lock:")
+            .response_timeout(Duration::from_millis(300))
+            .request_timeout(Duration::from_secs(10))
+            .build()
+            .await
+            .unwrap();
+        let key = crate::support::key_in(100, "failover");
+        let primary = cluster.primary_of_slot(100).await.unwrap();
+        let replica = cluster.replica_of(&primary).await.unwrap();
+        mgr.lock("warm")
+            .acquire()
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
+        // The replica is cut off before the key is set: it never gets it.
+        cluster.pause(&replica).unwrap();
+        cluster
+            .command(
+                &primary,
+                redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica"),
+            )
+            .await
+            .unwrap();
+        let guard = mgr.lock(&key).ttl(LONG_TTL).acquire().await.unwrap();
+        cluster.pause(&primary).unwrap();
+        cluster.resume(&replica).unwrap();
+
+        let before = mgr.client().stats().retryable_errors;
+        let release = tokio::spawn(guard.release());
+        wait_attempt_timed_out(&mgr, before).await;
+        cluster
+            .command(
+                &replica,
+                redis::cmd("CLUSTER").arg("FAILOVER").arg("TAKEOVER"),
+            )
+            .await
+            .unwrap();
+        let released = release.await.unwrap();
+        cluster.resume(&primary).unwrap();
+        assert!(
+            matches!(released, Err(Error::NotHeld)),
+            "a release that found the key absent on the new primary returned {released:?}"
+        );
+    });
+    let releases = |outcome| counter_with(&snapshot, RELEASES_TOTAL, &[("outcome", outcome)]);
+    assert_eq!(releases("released"), 1, "only the warm-up's");
+    assert_eq!(releases("not_held"), 1);
+}

@@ -16,7 +16,10 @@
 //! reported lost meanwhile, which is never taken back; a renewal
 //! confirms only while no extend is in flight (a confirmation that crossed
 //! the start of one is taken back), and renewals of an older schedule are
-//! void.
+//! void: `confirm_renewal` checks the schedule the renewal was sent under
+//! against the lease's inside its compare-and-swap loop, so an extend that
+//! ran entirely between the renewal task's own check and the confirmation
+//! is not undone.
 //!
 //! Release tells apart a key it deleted, a key that was absent, and a key
 //! held by another token. When an attempt went unanswered (timed out, or
@@ -181,18 +184,25 @@ impl Lease {
         self.ttl_ms.store(ttl_ms(ttl), Ordering::Relaxed);
     }
 
-    /// Records that a renewal sent at `sent_at` for `ttl` was confirmed. It
-    /// cannot move `valid_until` while an extend is in flight (the extend
-    /// sets it when it ends); renewals of an older schedule are voided by
-    /// the renewal task before they get here. An extend that starts while
-    /// this runs sets its flag before lowering `valid_until`, so a raise
-    /// that may have crossed it is taken back (a CAS that fails means the
-    /// extend's own bound is already in place).
-    pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
+    /// Records that a renewal of schedule `schedule`, sent at `sent_at` for
+    /// `ttl`, was confirmed. It cannot move `valid_until` while an extend is
+    /// in flight (the extend sets it when it ends), nor once an extend has
+    /// started after the renewal was scheduled: every extend bumps the
+    /// schedule before it lowers `valid_until`, so a load of `valid_until`
+    /// that sees any of an extend's effects is followed by a schedule
+    /// check that sees its bump, and a CAS that an extend crossed fails
+    /// (the extend changed `valid_until`) and re-checks. An extend that
+    /// starts while this runs sets its flag before lowering `valid_until`,
+    /// so a raise that may have crossed it is taken back (a CAS that fails
+    /// means the extend's own bound is already in place).
+    pub(crate) fn confirm_renewal(&self, sent_at: Instant, ttl: Duration, schedule: u32) {
         let confirmed = since_epoch(sent_at + ttl);
         let mut current = self.valid_until.load(Ordering::SeqCst);
         loop {
-            if self.extending.load(Ordering::SeqCst) || confirmed <= current {
+            if self.extending.load(Ordering::SeqCst)
+                || self.schedule.load(Ordering::SeqCst) != schedule
+                || confirmed <= current
+            {
                 return;
             }
             match self.valid_until.compare_exchange(
@@ -215,12 +225,23 @@ impl Lease {
         }
     }
 
+    /// [`confirm_renewal`](Self::confirm_renewal) for the current
+    /// schedule: the renewal task's call from before `confirm_renewal`
+    /// existed, kept so that it compiles. It checks the schedule itself
+    /// first, and an extend that runs entirely between that check and this
+    /// call is not noticed here: the call should pass its entry's schedule
+    /// to `confirm_renewal` instead.
+    pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
+        self.confirm_renewal(sent_at, ttl, self.schedule());
+    }
+
     /// Before an extend to `ttl` sent at `sent_at`: the lease may end as
     /// soon as that (a shorter TTL cuts it on the server even if the reply
     /// is lost), and renewals already in flight must not move it later.
     /// `lost()` waiters are woken, so that they wait for the lowered bound.
     pub(super) fn extending(&self, sent_at: Instant, ttl: Duration) {
-        self.schedule.fetch_add(1, Ordering::AcqRel);
+        // Bumped before `valid_until` moves (see `confirm_renewal`).
+        self.schedule.fetch_add(1, Ordering::SeqCst);
         self.valid_until
             .fetch_min(since_epoch(sent_at + ttl), Ordering::SeqCst);
         self.changed.notify_waiters();
@@ -586,6 +607,39 @@ mod tests {
     /// An absent key counts as released only after an unanswered attempt
     /// whose resend went to the same node, for a lease held and valid at
     /// the first attempt.
+    /// A renewal confirmed after an extend ran entirely between the
+    /// renewal task's schedule check and its confirmation (a renewal with
+    /// the old 10 s TTL, the extend to 1 s) does not raise `valid_until`
+    /// past the extend's bound.
+    #[tokio::test]
+    async fn a_renewal_confirmed_after_a_whole_extend_does_not_undo_it() {
+        let sent_renewal = Instant::now();
+        let lease = Lease::new(
+            b"k".to_vec().into(),
+            0,
+            1,
+            None,
+            Duration::from_secs(10),
+            true,
+            "default",
+            sent_renewal,
+        );
+        let scheduled = lease.schedule();
+        {
+            let _turn = lease.extend_turn().await;
+            let sent_extend = Instant::now();
+            lease.extending(sent_extend, Duration::from_secs(1));
+            assert!(lease.extended(sent_extend, Duration::from_secs(1)));
+        }
+        let extended = lease.valid_until();
+        lease.confirm_renewal(sent_renewal, Duration::from_secs(10), scheduled);
+        assert_eq!(lease.valid_until(), extended);
+        // A renewal of the current schedule still confirms.
+        let sent = Instant::now();
+        lease.confirm_renewal(sent, Duration::from_secs(10), lease.schedule());
+        assert_eq!(lease.valid_until(), sent + Duration::from_secs(10));
+    }
+
     #[test]
     fn absent_counts_as_released_only_after_a_resend_to_the_same_node() {
         let table = [

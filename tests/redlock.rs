@@ -504,3 +504,98 @@ async fn every_duration_is_checked() {
     );
     held.release().await.unwrap();
 }
+
+/// Leases handed to the background release by all of `managers`.
+fn background_releases(managers: &[LockManager]) -> u64 {
+    managers
+        .iter()
+        .map(LockManager::background_releases_total)
+        .sum()
+}
+
+/// With one of three instances killed, cycles of acquire and release leave
+/// nothing for the background release (the dead instance's acquire was
+/// refused before anything was written: no orphan), and cycles of acquire
+/// and drop hand over exactly the two live instances' leases per cycle
+/// (none for the dead instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instance_fills_no_background_queue() {
+    const CYCLES: u64 = 10;
+    let servers = servers(3).await;
+    let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
+    let mgr = redlock_over(managers.clone());
+    servers[0].kill();
+    // The dead instance's connection is noticed broken once.
+    drop(mgr.lock("warm").try_acquire().await.unwrap());
+    let before = background_releases(&managers);
+    for _ in 0..CYCLES {
+        let guard = mgr.lock("k").try_acquire().await.unwrap().expect("2 of 3");
+        assert_eq!(guard.instances_held(), 2);
+        guard.release().await.unwrap();
+    }
+    assert_eq!(
+        background_releases(&managers) - before,
+        0,
+        "released cycles queued background releases"
+    );
+    let before = background_releases(&managers);
+    for _ in 0..CYCLES {
+        let guard = mgr.lock("k").try_acquire().await.unwrap().expect("2 of 3");
+        drop(guard);
+        // Each drop's releases are done before the next acquire.
+        wait::wait_until(Duration::from_secs(5), "the drop's releases", || async {
+            !exists(&servers[1], "k").await && !exists(&servers[2], "k").await
+        })
+        .await;
+    }
+    assert_eq!(
+        background_releases(&managers) - before,
+        2 * CYCLES,
+        "dropped cycles: one background release per live instance"
+    );
+}
+
+/// An instance guard reported lost (its key deleted behind its back) is
+/// released once when the Redlock guard is dropped, not twice (by its own
+/// drop and again by token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_instance_is_released_once_on_drop() {
+    let servers = servers(3).await;
+    let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
+    let mgr = redlock_over(managers.clone());
+    let guard = mgr
+        .lock("gone")
+        .ttl(Duration::from_secs(1))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    let mut conn = redis::Client::open(servers[0].url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg("rl:gone")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait::wait_until(
+        Duration::from_secs(5),
+        "renewal to find the key gone",
+        || async { guard.instances_held() == 2 },
+    )
+    .await;
+    let before: Vec<u64> = managers
+        .iter()
+        .map(LockManager::background_releases_total)
+        .collect();
+    drop(guard);
+    let after: Vec<u64> = managers
+        .iter()
+        .map(LockManager::background_releases_total)
+        .collect();
+    for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+        assert_eq!(a - b, 1, "instance {i}: one background release");
+    }
+}

@@ -294,6 +294,8 @@ struct Inner {
     client: Client,
     settings: Settings,
     renew: RenewHandle,
+    /// Leases handed to the background release since the build.
+    background_releases: std::sync::atomic::AtomicU64,
 }
 
 impl LockManager {
@@ -319,6 +321,7 @@ impl LockManager {
                 client,
                 settings,
                 renew,
+                background_releases: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -427,40 +430,49 @@ impl LockManager {
         self.inner.renew.register(lease);
     }
 
-    /// A record of the lease `token` may hold on `key` here, for releasing
-    /// it without a guard (Redlock cleans up instances that took the lock
-    /// but whose replies came too late).
-    fn unguarded_lease(&self, key: &[u8], token: u128) -> Result<Arc<Lease>> {
+    /// A record of the lease `token` may hold on `key` here for `ttl`, for
+    /// releasing it without a guard (Redlock cleans up instances that took
+    /// the lock but whose replies came too late).
+    fn unguarded_lease(&self, key: &[u8], token: u128, ttl: Duration) -> Result<Arc<Lease>> {
         let full = self.full_key(key)?;
         let slot = Self::slot_of(&full);
         let class = self.key_class(key);
         // Only Redlock releases by token; its instances do not wait out an
         // unavailability.
         let retry = crate::router::Retry::RedirectsOnly;
-        // Its TTL is not known here; it is at most `max_ttl`.
-        let ttl = self.settings().max_ttl;
         Ok(Arc::new(Lease::unguarded(
             full, slot, token, ttl, class, retry,
         )))
     }
 
-    /// Compare-and-delete of `key` if it holds `token`'s value; true when
-    /// it did and is now gone.
-    pub(crate) async fn release_token(&self, key: &[u8], token: u128) -> Result<bool> {
-        let lease = self.unguarded_lease(key, token)?;
+    /// Compare-and-delete of `key` if it holds `token`'s value (a lease of
+    /// at most `ttl`); true when it did and is now gone.
+    pub(crate) async fn release_token(
+        &self,
+        key: &[u8],
+        token: u128,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let lease = self.unguarded_lease(key, token, ttl)?;
         super::lease::release_lease(self.client(), &lease).await
-    }
-
-    /// [`release_token`](Self::release_token) in the background.
-    pub(crate) fn release_token_in_background(&self, key: &[u8], token: u128) {
-        if let Ok(lease) = self.unguarded_lease(key, token) {
-            self.release_in_background(lease);
-        }
     }
 
     /// Releases a lease whose guard was dropped, without waiting.
     pub(crate) fn release_in_background(&self, lease: Arc<Lease>) {
+        self.inner
+            .background_releases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.renew.release(lease);
+    }
+
+    /// Leases handed to the background release since this manager was
+    /// built: dropped guards, releases that failed, failed acquires'
+    /// orphans. For tests that check that clean-up stays bounded.
+    #[cfg(feature = "testkit")]
+    pub fn background_releases_total(&self) -> u64 {
+        self.inner
+            .background_releases
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The metrics class of `key` (as the application gave it).

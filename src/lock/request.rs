@@ -15,7 +15,10 @@
 //! the background, through the renewal task's release queue: best effort,
 //! counted in `shardlock_orphan_releases_total`, never in the held-leases
 //! gauge. An attempt that found the lock held by someone else leaves
-//! nothing to release.
+//! nothing to release, nor does an acquire whose one attempt was never
+//! written (`DeadlineExceeded` after a single attempt that found the
+//! connection refused, the node in reconnect backoff, or no node for the
+//! slot): a dead Redlock instance costs no background release per acquire.
 //!
 //! Cancel safety: nothing is registered before the reply is in hand, and no
 //! task is spawned; dropping an `acquire()` future after it sent a request
@@ -35,6 +38,7 @@ use super::manager::LockManager;
 use super::token::{FencingToken, lock_value, new_token};
 use super::wait::until_acquired;
 use crate::error::{Error, Result};
+use crate::redirect::RetryCause;
 use crate::request::Request;
 use crate::router::Retry;
 use crate::scripts;
@@ -207,9 +211,16 @@ impl LockRequest {
         };
         // The send time of the attempt that got the reply: a lease it set
         // lives at least until then plus the TTL.
-        let (replies, mut sent_at) = client
-            .execute_timed(plan.slot, &request, self.retry)
-            .await?;
+        let (replies, mut sent_at) =
+            match client.execute_timed(plan.slot, &request, self.retry).await {
+                Ok(sent) => sent,
+                Err(e) => {
+                    if nothing_written(&e) {
+                        orphan.armed = false;
+                    }
+                    return Err(e);
+                }
+            };
         let outcome = match replies.first() {
             Some(reply) if self.fenced => parse_fenced(reply)?,
             Some(reply) => parse_set(reply, &lock_value(plan.token, None))?,
@@ -281,6 +292,24 @@ impl LockRequest {
     fn replica_wait_timeout(&self) -> Duration {
         (self.manager.client().response_timeout() / 2).max(Duration::from_millis(1))
     }
+}
+
+/// True when `error` shows that the request was never written to a node:
+/// its one attempt found no connection (refused, or the node in reconnect
+/// backoff) or no node serving the slot. Then no key can hold its token.
+/// With more attempts, only the last one's cause is known, and an earlier
+/// one may have been written.
+fn nothing_written(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::DeadlineExceeded {
+            attempts: 1,
+            last: RetryCause::ConnectionRefused
+                | RetryCause::NodeBackoff
+                | RetryCause::SlotUnassigned,
+            ..
+        }
+    )
 }
 
 /// An attempt whose request was sent and whose outcome is not settled:

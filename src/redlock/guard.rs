@@ -12,8 +12,10 @@ use crate::lock::LockGuard;
 
 /// A Redlock lease. It is trusted until [`validity_deadline`]: the latest
 /// instant a majority of instances confirmed (acquire, renewal or extend)
-/// less the drift allowance. Dropping it releases the lease on every
-/// instance in the background.
+/// less the drift allowance. Dropping it releases the lease in the
+/// background on every instance that took it (lost ones included); an
+/// instance that did not take it in time was handed to its own background
+/// release by the acquire, when its request may have set the key.
 ///
 /// [`validity_deadline`]: Self::validity_deadline
 #[must_use = "dropping a guard releases the lock at once"]
@@ -21,6 +23,9 @@ pub struct RedlockGuard {
     manager: RedlockManager,
     key: Vec<u8>,
     token: u128,
+    /// The acquire's TTL: the longest an instance that did not take the
+    /// lock in time may keep our token (extends go only to held ones).
+    ttl: Duration,
     /// Per instance: the guard where the lock was taken.
     guards: Vec<Option<LockGuard>>,
     /// Set by `release`, so that drop does not release again.
@@ -34,6 +39,7 @@ impl RedlockGuard {
         manager: RedlockManager,
         key: Vec<u8>,
         token: u128,
+        ttl: Duration,
         guards: Vec<Option<LockGuard>>,
         auto_renew: bool,
     ) -> RedlockGuard {
@@ -41,6 +47,7 @@ impl RedlockGuard {
             manager,
             key,
             token,
+            ttl,
             guards,
             released: false,
             auto_renew,
@@ -148,18 +155,27 @@ impl RedlockGuard {
     }
 
     /// Releases the lease on every instance (compare-and-delete by token,
-    /// also on instances that did not take it in time). [`Error::NotHeld`]
-    /// when the validity had already run out; the instances are cleaned up
-    /// either way. Unreachable instances keep at most a lease that expires
-    /// after its TTL.
+    /// also on instances that did not take it in time), each within the
+    /// instance timeout. [`Error::NotHeld`] when the validity had already
+    /// run out; the instances are cleaned up either way. Unreachable
+    /// instances keep at most a lease that expires after its TTL.
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
         let lost = self.is_lost();
+        let all: Vec<usize> = (0..self.manager.instances()).collect();
+        // A lost instance's lease may carry an extend's TTL.
+        let ttl = self
+            .guards
+            .iter()
+            .flatten()
+            .map(LockGuard::ttl)
+            .fold(self.ttl, Duration::max);
         for guard in self.guards.drain(..).flatten() {
             guard.disarm();
         }
-        let all: Vec<usize> = (0..self.manager.instances()).collect();
-        self.manager.release_on(&self.key, self.token, &all).await;
+        self.manager
+            .release_on(&self.key, self.token, ttl, &all)
+            .await;
         if lost { Err(Error::NotHeld) } else { Ok(()) }
     }
 }
@@ -169,15 +185,14 @@ impl Drop for RedlockGuard {
         if self.released {
             return;
         }
-        for (i, guard) in self.guards.drain(..).enumerate() {
-            match guard {
-                // Its own background release.
-                Some(guard) if !guard.is_lost() => drop(guard),
-                // Not taken, or lost (a late renewal may still have kept
-                // it there): released by token.
-                _ => self.manager.managers()[i].release_token_in_background(&self.key, self.token),
-            }
-        }
+        // Each instance guard, lost or not, releases its own lease by token
+        // in the background (once). An instance that did not take the lock
+        // in time needs nothing here: its acquire, failed or cut off by the
+        // instance timeout after sending, already handed what it may have
+        // set to that instance's background release (and one that could
+        // not have written anything, or answered that another holder has
+        // the key, left nothing).
+        self.guards.clear();
     }
 }
 

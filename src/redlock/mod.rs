@@ -244,15 +244,22 @@ impl RedlockManager {
         self.inner.instance_timeout
     }
 
-    /// Releases `token`'s lease on `key` on every instance in `which`, each
-    /// bounded by the instance timeout; returns how many were still ours.
-    pub(crate) async fn release_on(&self, key: &[u8], token: u128, which: &[usize]) -> usize {
+    /// Releases `token`'s lease on `key` (of at most `ttl`) on every
+    /// instance in `which`, each bounded by the instance timeout; returns
+    /// how many were still ours.
+    pub(crate) async fn release_on(
+        &self,
+        key: &[u8],
+        token: u128,
+        ttl: Duration,
+        which: &[usize],
+    ) -> usize {
         let timeout = self.instance_timeout();
         let released = join_all(which.iter().map(|&i| {
             let manager = &self.managers()[i];
             async move {
                 matches!(
-                    tokio::time::timeout(timeout, manager.release_token(key, token)).await,
+                    tokio::time::timeout(timeout, manager.release_token(key, token, ttl)).await,
                     Ok(Ok(true))
                 )
             }
@@ -401,6 +408,7 @@ impl RedlockRequest {
                 manager.clone(),
                 self.key.clone(),
                 token,
+                ttl,
                 guards,
                 self.auto_renew,
             )));
@@ -411,7 +419,7 @@ impl RedlockRequest {
         for guard in guards.into_iter().flatten() {
             guard.disarm();
         }
-        manager.release_on(&self.key, token, &all).await;
+        manager.release_on(&self.key, token, ttl, &all).await;
         if unavailable > manager.instances() - manager.quorum() {
             return Err(Error::NoQuorum {
                 acquired,

@@ -12,8 +12,10 @@
 //! Redlock's `RedirectsOnly`, the recognised path's extend failing, a
 //! replication timeout whose own release failed), or its future is dropped
 //! before the attempt's outcome is known, the key is released by token in
-//! the background, through the renewal task's release queue: best effort,
-//! counted in `shardlock_orphan_releases_total`, never in the held-leases
+//! the background, through the renewal task's release queue: best effort
+//! (kept trying until the key has certainly expired, see
+//! `Lease::release_gives_up_at`), counted in
+//! `shardlock_orphan_releases_total`, never in the held-leases
 //! gauge. An attempt that found the lock held by someone else leaves
 //! nothing to release, nor does an acquire whose one attempt was never
 //! written (`DeadlineExceeded` after a single attempt that found the

@@ -151,66 +151,78 @@ fn failed_acquire_leaves_no_orphan_lease() {
 /// Dropping an acquire future after its request was sent (the server is
 /// stopped, so no reply comes) hands what the request may set to the
 /// background release: once the server runs again the key is gone within
-/// seconds, not after its TTL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_acquire_leaves_no_orphan_lease() {
-    let server = StandaloneServer::start().await.unwrap();
-    let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(5)).await;
-    let conn = raw(&server).await;
-    warm(&mgr).await;
+/// seconds, not after its TTL, and the cleanup counts as an orphan release
+/// that found the key set (the `SET` had landed).
+#[test]
+fn dropped_acquire_leaves_no_orphan_lease() {
+    let snapshot = recorded(|| async {
+        let server = StandaloneServer::start().await.unwrap();
+        let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(5)).await;
+        let conn = raw(&server).await;
+        warm(&mgr).await;
 
-    server.pause().unwrap();
-    let before = mgr.client().stats().retryable_errors;
-    let acquire = mgr.lock("cancelled").ttl(LONG_TTL).acquire();
-    // Dropped once an attempt is known to be queued on the stopped server.
-    tokio::select! {
-        got = acquire => panic!("the acquire ended while the server was stopped: {got:?}"),
-        () = wait_attempt_timed_out(&mgr, before) => {}
-    }
-    server.resume().unwrap();
-    wait_until(
-        PROMPTLY,
-        "the cancelled acquire's key to be released",
-        || async { !exists(&mut conn.clone(), "cancelled").await },
-    )
-    .await;
+        server.pause().unwrap();
+        let before = mgr.client().stats().retryable_errors;
+        let acquire = mgr.lock("cancelled").ttl(LONG_TTL).acquire();
+        // Dropped once an attempt is known to be queued on the stopped server.
+        tokio::select! {
+            got = acquire => panic!("the acquire ended while the server was stopped: {got:?}"),
+            () = wait_attempt_timed_out(&mgr, before) => {}
+        }
+        server.resume().unwrap();
+        wait_until(
+            PROMPTLY,
+            "the cancelled acquire's key to be released",
+            || async { !exists(&mut conn.clone(), "cancelled").await },
+        )
+        .await;
+    });
+    let orphans = |outcome| counter_with(&snapshot, ORPHAN_RELEASES_TOTAL, &[("outcome", outcome)]);
+    assert_eq!(orphans("released"), 1, "the SET had landed");
+    assert_eq!(orphans("error"), 0);
 }
 
 /// Dropping a `lock_many` future after its pipeline of `SET`s was sent to
 /// the stopped server releases every key it may have set in the
 /// background: once the server runs again all of them are gone within
-/// seconds, not after their TTL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_lock_many_leaves_no_orphan_leases() {
-    let server = StandaloneServer::start().await.unwrap();
-    let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(5)).await;
-    let conn = raw(&server).await;
-    warm(&mgr).await;
+/// seconds, not after their TTL, and each counts as an orphan release that
+/// found its key set.
+#[test]
+fn dropped_lock_many_leaves_no_orphan_leases() {
     let keys = ["many:a", "many:b", "many:c"];
+    let snapshot = recorded(|| async {
+        let server = StandaloneServer::start().await.unwrap();
+        let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(5)).await;
+        let conn = raw(&server).await;
+        warm(&mgr).await;
 
-    server.pause().unwrap();
-    let before = mgr.client().stats().retryable_errors;
-    let acquire = mgr.lock_many(keys).ttl(LONG_TTL).acquire();
-    tokio::select! {
-        got = acquire => panic!("lock_many ended while the server was stopped: {got:?}"),
-        () = wait_attempt_timed_out(&mgr, before) => {}
-    }
-    server.resume().unwrap();
-    wait_until(
-        PROMPTLY,
-        "every key of the dropped lock_many to be released",
-        || {
-            let mut conn = conn.clone();
-            async move {
-                let mut any = false;
-                for key in keys {
-                    any |= exists(&mut conn, key).await;
+        server.pause().unwrap();
+        let before = mgr.client().stats().retryable_errors;
+        let acquire = mgr.lock_many(keys).ttl(LONG_TTL).acquire();
+        tokio::select! {
+            got = acquire => panic!("lock_many ended while the server was stopped: {got:?}"),
+            () = wait_attempt_timed_out(&mgr, before) => {}
+        }
+        server.resume().unwrap();
+        wait_until(
+            PROMPTLY,
+            "every key of the dropped lock_many to be released",
+            || {
+                let mut conn = conn.clone();
+                async move {
+                    let mut any = false;
+                    for key in keys {
+                        any |= exists(&mut conn, key).await;
+                    }
+                    !any
                 }
-                !any
-            }
-        },
-    )
-    .await;
+            },
+        )
+        .await;
+    });
+    let orphans = |outcome| counter_with(&snapshot, ORPHAN_RELEASES_TOTAL, &[("outcome", outcome)]);
+    assert_eq!(orphans("released"), 3, "every SET had landed");
+    assert_eq!(orphans("error"), 0);
 }
 
 /// Without auto-renewal, `lost()` resolves once `valid_until()` passes

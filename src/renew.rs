@@ -19,10 +19,19 @@
 //! both grow with shards and chunks, not with leases.
 //!
 //! Per lease the answer is: renewed; gone or held by another token (the
-//! lease is marked lost and `lost()` resolves); or its key is not on that
-//! node (the script reports "non local key": its slot moved or is
-//! migrating), in which case that lease alone is renewed through the
-//! router, which follows MOVED and ASK.
+//! lease is marked lost and `lost()` resolves); or "non local key" (the
+//! script could not reach the key on that node). Redis 7.0 answers the
+//! latter for every key when the node is no longer the slot's primary (a
+//! failover, an old primary back as a replica), and for the keys of a slot
+//! that moved or is migrating. Then, by the slot map current when the
+//! batch lands: if it names another node (or none) for the slot, the lease
+//! goes back into the next tick's batch of the node it names; if it still
+//! names the node that answered, that is a shard failure (below), unless a
+//! topology fetch that started after the lease's first such answer has
+//! completed and the map still names that node (the slot is migrating):
+//! only then is that lease renewed on its own through the router, which
+//! follows MOVED and ASK, at most [`SINGLES_IN_FLIGHT`] at once, the rest
+//! queued.
 //!
 //! Failure costs stay per shard: a batch that fails as a whole (transport
 //! error, timeout, `CLUSTERDOWN`, a node that is no longer a primary), and
@@ -47,7 +56,7 @@
 //! when the last handle is gone it finishes them before it ends.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,6 +79,10 @@ use crate::scripts;
 /// Longest a failing shard waits between two batches (unless the renewal
 /// interval is longer); a lease never waits past its expiry.
 const SHARD_BACKOFF_CAP: Duration = Duration::from_secs(1);
+
+/// Most leases renewed one by one through the router at once (keys of a
+/// migrating slot); the rest wait their turn.
+pub(crate) const SINGLES_IN_FLIGHT: usize = 32;
 
 /// Sends leases to the renewal worker.
 pub(crate) struct RenewHandle {
@@ -163,8 +176,10 @@ fn start(
         queue: BinaryHeap::new(),
         releases: Releases::default(),
         shards: HashMap::new(),
+        singles: VecDeque::new(),
+        singles_in_flight: 0,
     };
-    tokio::spawn(worker.run(rx));
+    tokio::spawn(worker.run(Inbox(rx)));
     tx
 }
 
@@ -177,6 +192,11 @@ struct Due {
     at: Instant,
     /// When the lease ends on the server if no renewal succeeds before.
     expires: Instant,
+    /// Set when the node the slot map names for this lease's slot said its
+    /// key is not local (a failover the map has not caught up with, or a
+    /// migration): the client's completed topology fetches then. Cleared by
+    /// a renewal.
+    non_local: Option<u64>,
     lease: Arc<Lease>,
 }
 
@@ -210,6 +230,24 @@ struct Worker {
     releases: Releases,
     /// Nodes whose last batch failed, and when they may be tried again.
     shards: HashMap<Arc<str>, Failing>,
+    /// Leases to renew one by one through the router (their slot's node
+    /// still said "non local key" after a refresh: the slot is migrating),
+    /// at most [`SINGLES_IN_FLIGHT`] at once.
+    singles: VecDeque<Due>,
+    singles_in_flight: usize,
+}
+
+/// The worker's end of its channel.
+struct Inbox(mpsc::UnboundedReceiver<Msg>);
+
+/// The leases a request in flight carries.
+struct Carried(Vec<Due>);
+
+impl Carried {
+    /// The leases, once the request has its outcome.
+    fn land(mut self) -> Vec<Due> {
+        std::mem::take(&mut self.0)
+    }
 }
 
 /// A node whose renewal or release batches fail.
@@ -227,8 +265,9 @@ enum Fate {
     /// since).
     Renewed(u32),
     Lost,
-    /// Its key is not on that node (slot moved or migrating): renew it on
-    /// its own through the router, which follows MOVED and ASK.
+    /// The node says its key is not local ("non local key"): the node is
+    /// no longer the slot's primary (a failover), or the slot moved or is
+    /// migrating. What follows depends on the slot map (see [`elsewhere`]).
     Moved,
     /// The node did not answer for it (transport error, timeout,
     /// CLUSTERDOWN, not a primary): retry with the shard's next batch.
@@ -247,10 +286,11 @@ enum Landing {
         sent_at: Instant,
         fates: Vec<(Due, Fate)>,
     },
-    /// One lease renewed on its own through the router.
+    /// One lease renewed on its own through the router (`entries` holds
+    /// that one lease).
     Single {
         sent_at: Instant,
-        entry: Due,
+        entries: Vec<Due>,
         fate: Fate,
     },
     /// A background release request done.
@@ -262,7 +302,8 @@ impl Worker {
     /// a slow node delays only its own leases, and a lease whose renewal
     /// cannot be confirmed is reported lost when its TTL runs out, not when
     /// the slowest request of its tick ends.
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(mut self, mut inbox: Inbox) {
+        let rx = &mut inbox.0;
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
@@ -320,6 +361,7 @@ impl Worker {
                     schedule,
                     at: expires.checked_sub(ttl - ttl / 3).unwrap_or(expires),
                     expires,
+                    non_local: None,
                     lease,
                 });
             }
@@ -442,9 +484,10 @@ impl Worker {
         }
         for (addr, entries) in groups {
             let client = self.client.clone();
-            let batch = renew_on_node(client, addr, entries, self.chunk, self.interval);
+            let batch = renew_on_node(client, addr, Carried(entries), self.chunk, self.interval);
             flights.push(Box::pin(batch));
         }
+        self.start_singles(flights);
     }
 
     /// Acts on the outcome of one request.
@@ -455,57 +498,100 @@ impl Worker {
                 sent_at,
                 fates,
             } => {
-                let mut failed = false;
+                let topology = self.client.topology();
+                let refreshes = self.client.router().shared.counters.refreshes.load(Relaxed);
+                // Retried with the shard's next batch, and to be sent
+                // again at once, in the batch of the node the map names now.
                 let mut unconfirmed = Vec::new();
-                for (entry, fate) in fates {
+                let mut regroup = Vec::new();
+                for (mut entry, fate) in fates {
                     match fate {
                         Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
                         Fate::Lost => {
                             entry.lease.mark_lost();
                         }
+                        Fate::Unconfirmed => unconfirmed.push(entry),
                         Fate::Moved => {
-                            flights.push(Box::pin(renew_one(self.client.clone(), entry)))
-                        }
-                        Fate::Unconfirmed => {
-                            failed = true;
-                            unconfirmed.push(entry);
+                            let owner = topology
+                                .primary_of_slot(entry.lease.slot)
+                                .map(|n| n.addr().as_ref());
+                            match elsewhere(owner, &addr, entry.non_local, refreshes) {
+                                Elsewhere::Regroup => regroup.push(entry),
+                                Elsewhere::OneByOne => self.singles.push_back(entry),
+                                Elsewhere::Shard => {
+                                    entry.non_local.get_or_insert(refreshes);
+                                    unconfirmed.push(entry);
+                                }
+                            }
                         }
                     }
                 }
+                drop(topology);
+                let failed = !unconfirmed.is_empty();
                 self.note_batch(&addr, failed);
-                if failed {
-                    // CLUSTERDOWN, READONLY, …: the map may be out of date.
+                if failed || !regroup.is_empty() {
+                    // CLUSTERDOWN, a failover, …: the map may be out of date.
                     let _ = self.client.hint_refresh();
                 }
-                // The whole shard's leases are retried as one batch when
-                // it may be tried again, on the then current slot map.
-                let at = self
-                    .not_before(&addr)
-                    .unwrap_or_else(|| Instant::now() + self.interval);
+                // The shard's unconfirmed leases are retried as one batch
+                // when it may be tried again, on the then current slot map.
+                let now = Instant::now();
+                let at = self.not_before(&addr).unwrap_or(now + self.interval);
                 for entry in unconfirmed {
                     self.retry_at(entry, at);
                 }
+                for entry in regroup {
+                    self.retry_at(entry, now);
+                }
+                self.start_singles(flights);
             }
             Landing::Single {
                 sent_at,
-                entry,
+                entries,
                 fate,
             } => {
+                self.singles_in_flight = self.singles_in_flight.saturating_sub(1);
                 let now = Instant::now();
-                match fate {
-                    Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
-                    Fate::Lost => {
-                        entry.lease.mark_lost();
+                for entry in entries {
+                    match fate {
+                        Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
+                        Fate::Lost => {
+                            entry.lease.mark_lost();
+                        }
+                        // It cannot be confirmed any more: the holder can no
+                        // longer know it holds it.
+                        Fate::Moved | Fate::Unconfirmed if now >= entry.expires => {
+                            entry.lease.mark_lost();
+                        }
+                        Fate::Moved | Fate::Unconfirmed => {
+                            self.retry_at(entry, now + self.interval)
+                        }
                     }
-                    // It cannot be confirmed any more: the holder can no
-                    // longer know it holds it.
-                    Fate::Moved | Fate::Unconfirmed if now >= entry.expires => {
-                        entry.lease.mark_lost();
-                    }
-                    Fate::Moved | Fate::Unconfirmed => self.retry_at(entry, now + self.interval),
                 }
+                self.start_singles(flights);
             }
             Landing::Released(released) => self.land_release(released, flights),
+        }
+    }
+
+    /// Starts one-by-one renewals up to [`SINGLES_IN_FLIGHT`]; the rest
+    /// stay queued. A queued lease whose expiry passed is lost.
+    fn start_singles(&mut self, flights: &FuturesUnordered<Flight>) {
+        let now = Instant::now();
+        while self.singles_in_flight < SINGLES_IN_FLIGHT {
+            let Some(entry) = self.singles.pop_front() else {
+                break;
+            };
+            if !entry.lease.is_held() || entry.schedule != entry.lease.schedule() {
+                continue;
+            }
+            if now >= entry.expires {
+                entry.lease.mark_lost();
+                continue;
+            }
+            self.singles_in_flight += 1;
+            let single = renew_one(self.client.clone(), Carried(vec![entry]));
+            flights.push(Box::pin(single));
         }
     }
 
@@ -525,6 +611,7 @@ impl Worker {
             schedule: entry.schedule,
             at: sent_at + ttl / 3,
             expires: sent_at + ttl,
+            non_local: None,
             lease: entry.lease,
         });
     }
@@ -534,28 +621,26 @@ impl Worker {
 /// leases (a call carries one TTL, so leases are grouped by TTL first).
 /// The request is cut off when the first of its leases expires (but not
 /// before one renewal `interval`): the leases not confirmed by then are
-/// decided one by one (see [`renew_one`]), each by its own expiry.
+/// retried with the shard's next batch, each until its own expiry.
 async fn renew_on_node(
     client: Client,
     addr: Arc<str>,
-    entries: Vec<Due>,
+    mut carried: Carried,
     chunk: usize,
     interval: Duration,
 ) -> Landing {
     let sent_at = Instant::now();
-    let first_expiry = entries.iter().map(|e| e.expires).min();
+    let first_expiry = carried.0.iter().map(|e| e.expires).min();
     let cutoff = first_expiry.unwrap_or(sent_at).max(sent_at + interval);
     let deadline = cutoff.min(sent_at + client.request_timeout());
-    let mut entries: Vec<(u32, Due)> = entries.into_iter().map(|e| (ttl_ms(&e.lease), e)).collect();
-    entries.sort_by_key(|(ttl_ms, _)| *ttl_ms);
-    let chunks: Vec<&[(u32, Due)]> = entries
-        .chunk_by(|a, b| a.0 == b.0)
-        .flat_map(|same_ttl| same_ttl.chunks(chunk))
-        .collect();
+    carried.0.sort_by_cached_key(|e| ttl_ms(&e.lease));
+    // Read once: an `extend` may change a lease's TTL meanwhile.
+    let ttls: Vec<u32> = carried.0.iter().map(|e| ttl_ms(&e.lease)).collect();
+    let chunks = chunk_ranges(&ttls, chunk);
     let mut replies = None;
     // By SHA1 first; by source if the node does not know the script.
     for eval in [false, true] {
-        let pipeline = renew_pipeline(&chunks, eval);
+        let pipeline = renew_pipeline(&carried.0, &ttls, &chunks, eval);
         match client
             .router()
             .send_to_node(&addr, &pipeline, deadline)
@@ -574,16 +659,16 @@ async fn renew_on_node(
             }
         }
     }
-    crate::metrics::renew_batch(entries.len());
+    crate::metrics::renew_batch(carried.0.len());
     let fates: Vec<Fate> = match replies {
         Some(replies) => chunks
             .iter()
             .zip(replies.iter().chain(std::iter::repeat(&Value::Nil)))
-            .flat_map(|(chunk, reply)| chunk_fates(chunk.len(), chunk[0].0, reply))
+            .flat_map(|(range, reply)| chunk_fates(range.len(), ttls[range.start], reply))
             .collect(),
-        None => entries.iter().map(|_| Fate::Unconfirmed).collect(),
+        None => carried.0.iter().map(|_| Fate::Unconfirmed).collect(),
     };
-    let fates = entries.into_iter().map(|(_, e)| e).zip(fates).collect();
+    let fates = carried.land().into_iter().zip(fates).collect();
     Landing::Batch {
         addr,
         sent_at,
@@ -591,25 +676,45 @@ async fn renew_on_node(
     }
 }
 
-/// Renews one lease through the router (which follows MOVED and ASK),
-/// trying until the lease expires.
-async fn renew_one(client: Client, entry: Due) -> Landing {
+/// Splits leases sorted by TTL into runs of one TTL, each at most `chunk`
+/// long (one `renew_batch.lua` call each).
+fn chunk_ranges(ttls: &[u32], chunk: usize) -> Vec<std::ops::Range<usize>> {
+    let chunk = chunk.max(1);
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < ttls.len() {
+        let mut end = start + 1;
+        while end < ttls.len() && ttls[end] == ttls[start] && end - start < chunk {
+            end += 1;
+        }
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges
+}
+
+/// Renews one lease (the one `carried` holds) through the router, which
+/// follows MOVED and ASK, trying until the lease expires.
+async fn renew_one(client: Client, carried: Carried) -> Landing {
     let sent_at = Instant::now();
-    let lease = &entry.lease;
-    let ttl_ms = ttl_ms(lease);
-    let deadline = entry.expires.max(sent_at + Duration::from_millis(1));
-    let request = scripts::extend(&lease.key, &lease.value(), ttl_ms.into());
-    let fate = match client.execute_until(lease.slot, &request, deadline).await {
-        Ok(replies) => match replies.first() {
-            Some(Value::Int(1)) => Fate::Renewed(ttl_ms),
-            Some(Value::Int(0)) => Fate::Lost,
-            _ => Fate::Unconfirmed,
-        },
-        Err(_) => Fate::Unconfirmed,
-    };
+    let mut fate = Fate::Unconfirmed;
+    if let Some(entry) = carried.0.first() {
+        let lease = &entry.lease;
+        let ttl_ms = ttl_ms(lease);
+        let deadline = entry.expires.max(sent_at + Duration::from_millis(1));
+        let request = scripts::extend(&lease.key, &lease.value(), ttl_ms.into());
+        fate = match client.execute_until(lease.slot, &request, deadline).await {
+            Ok(replies) => match replies.first() {
+                Some(Value::Int(1)) => Fate::Renewed(ttl_ms),
+                Some(Value::Int(0)) => Fate::Lost,
+                _ => Fate::Unconfirmed,
+            },
+            Err(_) => Fate::Unconfirmed,
+        };
+    }
     Landing::Single {
         sent_at,
-        entry,
+        entries: carried.land(),
         fate,
     }
 }
@@ -619,11 +724,17 @@ fn ttl_ms(lease: &Lease) -> u32 {
     u32::try_from(lease.ttl().as_millis()).unwrap_or(u32::MAX)
 }
 
-/// `EVALSHA renew_batch 0 ttl key value key value …` per chunk.
-fn renew_pipeline(chunks: &[&[(u32, Due)]], eval: bool) -> redis::Pipeline {
+/// `EVALSHA renew_batch 0 ttl key value key value …` per chunk (a range
+/// of `entries`, all of the TTL `ttls` gives them).
+fn renew_pipeline(
+    entries: &[Due],
+    ttls: &[u32],
+    chunks: &[std::ops::Range<usize>],
+    eval: bool,
+) -> redis::Pipeline {
     let script = &*scripts::RENEW_BATCH;
     let mut pipeline = redis::Pipeline::with_capacity(chunks.len());
-    for chunk in chunks {
+    for range in chunks {
         let mut cmd = if eval {
             let mut c = redis::cmd("EVAL");
             c.arg(script.source());
@@ -633,8 +744,8 @@ fn renew_pipeline(chunks: &[&[(u32, Due)]], eval: bool) -> redis::Pipeline {
             c.arg(script.sha1());
             c
         };
-        cmd.arg(0).arg(chunk[0].0);
-        for (_, entry) in chunk.iter() {
+        cmd.arg(0).arg(ttls[range.start]);
+        for entry in &entries[range.clone()] {
             cmd.arg(&entry.lease.key[..]).arg(entry.lease.value());
         }
         pipeline.add_command(cmd);
@@ -644,6 +755,39 @@ fn renew_pipeline(chunks: &[&[(u32, Due)]], eval: bool) -> redis::Pipeline {
 
 fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+/// What to do with a lease whose key a node reported "non local".
+#[derive(Debug, PartialEq, Eq)]
+enum Elsewhere {
+    /// The map already names another node (or none) for its slot: send it
+    /// again at once, in the batch of the node named now.
+    Regroup,
+    /// The map still names the node that answered: most likely that node
+    /// is no longer the slot's primary (a failover the map has not caught
+    /// up with, or an old primary back as a replica, which answers "non
+    /// local key" for every key). A shard failure: hint a refresh and
+    /// retry with the shard's next batch, on the map then current.
+    Shard,
+    /// The map still names that node after a topology fetch that started
+    /// after the first such answer: the slot is migrating; renew the lease
+    /// on its own through the router, which follows ASK.
+    OneByOne,
+}
+
+/// Decides [`Elsewhere`] for a lease of a slot the map now gives to
+/// `owner`, reported non local by `answered`; `seen` is the count of
+/// completed topology fetches at its first such report (see
+/// [`Due::non_local`]), `refreshes` the count now. Two more fetches
+/// guarantee that one of them started after that report.
+fn elsewhere(owner: Option<&str>, answered: &str, seen: Option<u64>, refreshes: u64) -> Elsewhere {
+    if owner != Some(answered) {
+        Elsewhere::Regroup
+    } else if seen.is_some_and(|seen| refreshes >= seen.saturating_add(2)) {
+        Elsewhere::OneByOne
+    } else {
+        Elsewhere::Shard
+    }
 }
 
 /// Per-lease fates from one `renew_batch.lua` reply for `n` leases renewed
@@ -705,16 +849,18 @@ mod tests {
             .collect()
     }
 
-    /// Per-lease errors go one by one through the router only when the key
-    /// is elsewhere ("non local key"); the shard's own errors, a whole-call
-    /// error and a reply of the wrong shape are retried with the shard's
-    /// next batch.
+    /// A per-lease "non local key" (what Redis 7.0 answers for every key
+    /// when the node is no longer the slot's primary, and for keys of a
+    /// slot moved or migrating) is `Moved`, decided by [`elsewhere`]; the
+    /// shard's own errors, a whole-call error and a reply of the wrong
+    /// shape are retried with the shard's next batch.
     #[test]
-    fn only_moved_keys_go_one_by_one() {
+    fn non_local_keys_and_shard_errors() {
         let reply = Value::Array(vec![
             Value::Int(1),
             Value::Int(0),
-            text("ERR Script attempted to access a non local key in a cluster node script: f_1"),
+            // Verbatim from a 7.0.15 replica (a failed-over old primary).
+            text("ERR Script attempted to access a non local key in a cluster node"),
             text("ERR Script attempted to execute a command while the cluster is down"),
             text("READONLY You can't write against a read only replica."),
             Value::Nil,
@@ -734,6 +880,41 @@ mod tests {
         assert_eq!(names(&chunk_fates(2, 900, &down)), ["unconfirmed"; 2]);
         let short = Value::Array(vec![Value::Int(1)]);
         assert_eq!(names(&chunk_fates(2, 900, &short)), ["unconfirmed"; 2]);
+    }
+
+    /// A non local key goes one by one only when the map still names the
+    /// node that answered after a fetch that started after the first such
+    /// answer (a migrating slot); while the map names it and no such fetch
+    /// completed, it is a shard failure (a failover the map missed); when
+    /// the map names another node or none, it is sent in that batch.
+    #[test]
+    fn non_local_key_decisions() {
+        let a = "10.0.0.1:7000";
+        let b = "10.0.0.2:7000";
+        let table: &[(Option<&str>, Option<u64>, u64, Elsewhere)] = &[
+            (Some(a), None, 5, Elsewhere::Shard),
+            (Some(a), Some(5), 5, Elsewhere::Shard),
+            (Some(a), Some(5), 6, Elsewhere::Shard),
+            (Some(a), Some(5), 7, Elsewhere::OneByOne),
+            (Some(b), None, 0, Elsewhere::Regroup),
+            (Some(b), Some(1), 9, Elsewhere::Regroup),
+            (None, None, 0, Elsewhere::Regroup),
+        ];
+        for (owner, seen, refreshes, expected) in table {
+            assert_eq!(
+                elsewhere(*owner, a, *seen, *refreshes),
+                *expected,
+                "owner {owner:?}, seen {seen:?}, refreshes {refreshes}"
+            );
+        }
+    }
+
+    /// Leases sorted by TTL split into runs of one TTL of at most `chunk`.
+    #[test]
+    fn chunks_hold_one_ttl() {
+        assert_eq!(chunk_ranges(&[], 2), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(chunk_ranges(&[5, 5, 5, 7], 2), [0..2, 2..3, 3..4]);
+        assert_eq!(chunk_ranges(&[5, 5], 0), [0..1, 1..2]);
     }
 }
 

@@ -130,6 +130,95 @@ async fn renewal_cost_stays_per_shard_through_a_primary_kill() {
     drop(guards);
 }
 
+/// `CLUSTER FAILOVER` of one shard while 10,000 auto-renewed leases are
+/// held and the client's slot map still names the old primary: the old
+/// primary, now a replica, answers "non local key" for every key of a
+/// renewal batch, and the renewal task treats that as a shard failure
+/// (refresh, retry as a batch on the new map) — a bounded number of
+/// requests per shard and tick until every lease of that shard is renewed
+/// on the new primary, not one routed request per lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_cost_stays_per_shard_through_a_failover() {
+    let cluster = TestCluster::start().await.unwrap();
+    let a = manager(&cluster).await;
+    let guards = hold_many(&a, "swap").await;
+    let old = cluster.primary_of_slot(0).await.unwrap();
+    let shards = cluster.primaries().await.unwrap().len() as u64;
+    let topology = a.client().topology();
+    let on_old: Vec<&LockGuard> = guards
+        .iter()
+        .filter(|g| {
+            let node = topology.primary_of_slot(key_slot(g.key()));
+            node.is_some_and(|n| **n.addr() == *old)
+        })
+        .collect();
+    drop(topology);
+    assert!(
+        on_old.len() > LEASES / 4,
+        "{} leases on {old}",
+        on_old.len()
+    );
+    let since = Instant::now();
+    let g = &guards;
+    wait_until(PATIENCE, "a renewal of every lease", || async move {
+        g.iter().all(|g| g.valid_until() > since + TTL)
+    })
+    .await;
+
+    let before = a.client().stats();
+    let started = Instant::now();
+    let new = cluster.failover(&old).await.unwrap();
+    let done = Instant::now();
+    // What the old primary, now a replica, answers a script that reaches
+    // one of its former keys: not READONLY, "non local key".
+    let probe = redis::cmd("EVAL")
+        .arg("local ok, e = pcall(redis.call, 'GET', ARGV[1]) return tostring(e.err or e)")
+        .arg(0)
+        .arg(on_old[0].key())
+        .clone();
+    let reply = cluster.command(&old, &probe).await.unwrap();
+    let text = match &reply {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    assert!(
+        text.contains("non local key"),
+        "the old primary answered {text:?}"
+    );
+    let on = &on_old;
+    wait_until(
+        PATIENCE,
+        "every lease of the failed-over shard decided",
+        || async move {
+            on.iter()
+                .all(|g| g.is_lost() || g.valid_until() > done + TTL)
+        },
+    )
+    .await;
+    let window = started.elapsed();
+    let after = a.client().stats();
+    let attempts = after.attempts - before.attempts;
+    let ticks = (window.as_millis() / TICK.as_millis()) as u64 + 1;
+    let lost = on_old.iter().filter(|g| g.is_lost()).count();
+    println!(
+        "{LEASES} leases (ttl {TTL:?}, tick {TICK:?}), CLUSTER FAILOVER {old} -> {new} ({} of \
+         its leases; the old primary answers {text:?}): {attempts} requests ({} moved, {} \
+         retryable errors) in the {window:?} until all were decided ({ticks} ticks, {shards} \
+         shards, failover took {:?}); {lost} reported lost",
+        on_old.len(),
+        after.moved - before.moved,
+        after.retryable_errors - before.retryable_errors,
+        done - started,
+    );
+    // One batch per shard and tick, a second one at most for leases put
+    // back in the same tick (no key is migrating: nothing goes one by one).
+    assert!(
+        attempts <= 2 * shards * ticks,
+        "{attempts} requests in {ticks} ticks for {shards} shards"
+    );
+    drop(guards);
+}
+
 /// Dropping 10,000 guards while the primary of a third of them is paused
 /// releases every lease on the other shards without waiting for the paused
 /// one, in requests per node (not one per lease), and the paused shard's
@@ -194,4 +283,46 @@ async fn background_releases_go_per_node() {
         attempts < (on_others / 10) as u64,
         "{attempts} requests for {on_others} releases"
     );
+}
+
+/// A lease whose key a live migration has moved to the importing node
+/// (its slot still the source's in every map) stays renewed: the source's
+/// "non local key" is first taken as a shard failure, and once a topology
+/// fetch confirms the map, the lease is renewed on its own through the
+/// router (which follows ASK), well before its TTL runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_of_a_migrating_slot_stays_renewed() {
+    const SLOT: u16 = 4242;
+    let cluster = TestCluster::start().await.unwrap();
+    let a = manager(&cluster).await;
+    let ttl = Duration::from_secs(3);
+    let guard = a
+        .lock(&key_in(SLOT, "moving"))
+        .ttl(ttl)
+        .acquire()
+        .await
+        .unwrap();
+    let source = cluster.primary_of_slot(SLOT).await.unwrap();
+    let target = cluster
+        .primaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| *p != source)
+        .unwrap();
+    let mut migration = cluster.begin_migration(SLOT, &target).await.unwrap();
+    assert_eq!(migration.move_keys(10).await.unwrap(), 1);
+    let moved = Instant::now();
+    // Renewed twice from the importing node: valid a whole TTL past two
+    // renewal periods after the move.
+    let g = &guard;
+    wait_until(PATIENCE, "two renewals after the move", || async move {
+        g.is_lost() || g.valid_until() > moved + ttl + 2 * ttl / 3
+    })
+    .await;
+    assert!(!guard.is_lost(), "the lease of the migrating slot was lost");
+    let stats = a.client().stats();
+    assert!(stats.ask > 0, "renewed without ASK: {stats:?}");
+    guard.release().await.unwrap();
+    migration.finish().await.unwrap();
 }

@@ -5,9 +5,11 @@
 //! send it back for release when dropped; the worker ends when every
 //! handle (the manager and all its guards) is gone. It runs on the runtime
 //! that started it; if that runtime shuts down while the manager lives on,
-//! the next registration or release (made from within another runtime)
-//! starts a new worker there, and the leases the old one had expire by
-//! their TTL.
+//! every lease still held that the old worker was renewing (queued, in a
+//! request in flight, or registered but not yet read) is marked lost as the
+//! worker is dropped, so `is_lost()` is true and `lost()` resolves then,
+//! not at the lease's expiry; the next registration or release (made from
+//! within another runtime) starts a new worker there.
 //!
 //! Each tick (every `renew_interval`) the worker takes the leases due — a
 //! lease is due once a third of its TTL has passed since its last renewal —
@@ -120,22 +122,29 @@ impl RenewHandle {
     /// Hands `msg` to the worker. The worker runs on the runtime that
     /// started it and ends when that runtime shuts down; the next message
     /// (sent from within another runtime) starts a new worker there. The
-    /// leases the old worker had are not renewed any more: they expire by
-    /// their TTL. Outside any runtime the message is dropped (the lease
-    /// then expires by its TTL too).
+    /// leases the old worker had were marked lost when it was dropped (see
+    /// [`Worker`]'s `Drop`). Outside any runtime the message is dropped:
+    /// a registration's lease is then marked lost, a release's expires by
+    /// its TTL.
     fn send(&self, msg: Msg) {
         let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg) else {
             return;
         };
         let _respawn = self.respawn.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg)
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            tracing::debug!("the renewal task stopped with its runtime; starting it again");
-            let tx = start(&self.client, self.interval, self.chunk, &self.paused);
-            let _ = tx.send(msg);
-            self.tx.store(Arc::new(tx));
+        let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg) else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Msg::Register(lease, _) = msg {
+                // Nothing can renew it.
+                lease.mark_lost();
+            }
+            return;
         }
+        tracing::debug!("the renewal task stopped with its runtime; starting it again");
+        let tx = start(&self.client, self.interval, self.chunk, &self.paused);
+        let _ = tx.send(msg);
+        self.tx.store(Arc::new(tx));
     }
 
     /// Stops (or resumes) sending renewals, as a holder cut off from Redis
@@ -237,16 +246,53 @@ struct Worker {
     singles_in_flight: usize,
 }
 
-/// The worker's end of its channel.
+/// The leases the worker holds die with it: when its runtime shuts down,
+/// every lease still held that it was renewing (queued, waiting to go one
+/// by one, or in a request in flight, see [`Carried`]) is marked lost at
+/// once, so `lost()` resolves then rather than at `valid_until`. When the
+/// worker ends because every handle is gone, no lease is held any more and
+/// this marks nothing.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for entry in self.queue.drain().chain(self.singles.drain(..)) {
+            entry.lease.mark_lost();
+        }
+    }
+}
+
+/// The worker's end of its channel. Dropped with the worker's runtime, the
+/// leases of registrations it never read are marked lost, as the ones it
+/// held are (see [`Worker`]'s `Drop`).
 struct Inbox(mpsc::UnboundedReceiver<Msg>);
 
-/// The leases a request in flight carries.
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.0.close();
+        while let Ok(msg) = self.0.try_recv() {
+            if let Msg::Register(lease, _) = msg {
+                lease.mark_lost();
+            }
+        }
+    }
+}
+
+/// The leases a request in flight carries. Dropped before the request
+/// lands (the worker's runtime shut down under it), they are marked lost:
+/// nothing renews them any more.
 struct Carried(Vec<Due>);
 
 impl Carried {
     /// The leases, once the request has its outcome.
     fn land(mut self) -> Vec<Due> {
         std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Carried {
+    fn drop(&mut self) {
+        for entry in &self.0 {
+            entry.lease.mark_lost();
+        }
     }
 }
 

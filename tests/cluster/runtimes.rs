@@ -150,3 +150,52 @@ fn lock_manager_renews_on_a_later_runtime() {
         .await;
     });
 }
+
+/// A guard taken on a runtime whose renewal task then dies with it is lost
+/// at once (`is_lost()` right after the runtime is dropped, long before its
+/// TTL runs out), and `lost()` awaited on another runtime resolves.
+#[test]
+fn leases_of_a_renewal_task_that_died_are_lost_at_once() {
+    let harness = runtime(true);
+    let cluster = harness.block_on(TestCluster::start()).unwrap();
+    let ttl = Duration::from_secs(60);
+    let first = runtime(false);
+    let (mgr, guard) = first.block_on(async {
+        let mgr = LockManager::builder()
+            .seeds(cluster.seeds())
+            .namespace("lock:")
+            .request_timeout(Duration::from_secs(20))
+            .build()
+            .await
+            .unwrap();
+        let guard = mgr.lock("rt:orphaned").ttl(ttl).acquire().await.unwrap();
+        (mgr, guard)
+    });
+    let guard = std::sync::Arc::new(guard);
+    assert!(!guard.is_lost());
+    let second = runtime(true);
+    let waiter = {
+        let guard = guard.clone();
+        second.spawn(async move { guard.lost().await })
+    };
+    drop(first);
+    assert!(
+        guard.is_lost(),
+        "the lease is not lost once its renewal task died with its runtime"
+    );
+    assert!(
+        guard.valid_until() > Instant::now() + ttl / 2,
+        "long before its TTL"
+    );
+    second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("lost() resolves on the other runtime")
+            .unwrap();
+        // The manager works on the new runtime.
+        let g = mgr.lock("rt:after").acquire().await.unwrap();
+        g.release().await.unwrap();
+    });
+    drop(guard);
+    drop(second);
+}

@@ -30,8 +30,8 @@ async fn manager(cluster: &TestCluster) -> LockManager {
         .unwrap()
 }
 
-/// `LEASES` auto-renewed leases of `TTL`, spread evenly over the slots.
-async fn hold_many(mgr: &LockManager, prefix: &str) -> Vec<LockGuard> {
+/// `LEASES` auto-renewed leases of `ttl`, spread evenly over the slots.
+async fn hold_many(mgr: &LockManager, prefix: &str, ttl: Duration) -> Vec<LockGuard> {
     let keys: Vec<String> = (0..LEASES)
         .map(|i| {
             key_in(
@@ -41,7 +41,7 @@ async fn hold_many(mgr: &LockManager, prefix: &str) -> Vec<LockGuard> {
         })
         .collect();
     futures::stream::iter(&keys)
-        .map(|k| mgr.lock(k).ttl(TTL).acquire())
+        .map(|k| mgr.lock(k).ttl(ttl).acquire())
         .buffer_unordered(64)
         .try_collect()
         .await
@@ -59,7 +59,7 @@ async fn hold_many(mgr: &LockManager, prefix: &str) -> Vec<LockGuard> {
 async fn renewal_cost_stays_per_shard_through_a_primary_kill() {
     let cluster = TestCluster::start().await.unwrap();
     let a = manager(&cluster).await;
-    let guards = hold_many(&a, "storm").await;
+    let guards = hold_many(&a, "storm", TTL).await;
     let victim = cluster.primary_of_slot(0).await.unwrap();
     let shards = cluster.primaries().await.unwrap().len() as u64;
     let topology = a.client().topology();
@@ -141,7 +141,7 @@ async fn renewal_cost_stays_per_shard_through_a_primary_kill() {
 async fn renewal_cost_stays_per_shard_through_a_failover() {
     let cluster = TestCluster::start().await.unwrap();
     let a = manager(&cluster).await;
-    let guards = hold_many(&a, "swap").await;
+    let guards = hold_many(&a, "swap", TTL).await;
     let old = cluster.primary_of_slot(0).await.unwrap();
     let shards = cluster.primaries().await.unwrap().len() as u64;
     let topology = a.client().topology();
@@ -221,21 +221,38 @@ async fn renewal_cost_stays_per_shard_through_a_failover() {
 
 /// Dropping 10,000 guards while the primary of a third of them is paused
 /// releases every lease on the other shards without waiting for the paused
-/// one, in requests per node (not one per lease), and the paused shard's
-/// leases once it answers again.
+/// one, in requests per node (at least one per 500 leases, far fewer than
+/// one per lease), and the paused shard's leases once it answers again;
+/// the leases' TTL (120 s) is far longer than the test may wait, so only a
+/// release can have removed their keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_releases_go_per_node() {
+    const LONG_TTL: Duration = Duration::from_secs(120);
+    /// Far shorter than `LONG_TTL`: no key expires by its TTL meanwhile.
+    const WAIT: Duration = Duration::from_secs(30);
     let cluster = TestCluster::start().await.unwrap();
     let a = manager(&cluster).await;
-    let guards = hold_many(&a, "drop").await;
+    let guards = hold_many(&a, "drop", LONG_TTL).await;
+    let held_since = Instant::now();
     let paused = cluster.primary_of_slot(0).await.unwrap();
-    let others: Vec<String> = cluster
-        .primaries()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|p| *p != paused)
+    let primaries = cluster.primaries().await.unwrap();
+    let others: Vec<String> = primaries
+        .iter()
+        .filter(|p| **p != paused)
+        .cloned()
         .collect();
+    let c = &cluster;
+    let keys_on = |addr: String| async move {
+        match c.command(&addr, &redis::cmd("DBSIZE")).await {
+            Ok(redis::Value::Int(n)) => n,
+            other => panic!("DBSIZE on {addr}: {other:?}"),
+        }
+    };
+    let mut held = 0;
+    for p in &primaries {
+        held += keys_on(p.clone()).await;
+    }
+    assert_eq!(held, LEASES as i64, "every lease's key is on the server");
     let topology = a.client().topology();
     let on_others = guards
         .iter()
@@ -244,18 +261,17 @@ async fn background_releases_go_per_node() {
             node.is_some_and(|n| **n.addr() != *paused)
         })
         .count();
+    drop(topology);
     cluster.pause(&paused).unwrap();
     let before = a.client().stats();
     drop(guards);
-    let c = &cluster;
     let o = &others;
     wait_until(
-        PATIENCE,
+        WAIT,
         "every lease on the other shards released",
         || async move {
             for addr in o {
-                let size = c.command(addr, &redis::cmd("DBSIZE")).await;
-                if !matches!(size, Ok(redis::Value::Int(0))) {
+                if keys_on(addr.clone()).await != 0 {
                     return false;
                 }
             }
@@ -266,18 +282,21 @@ async fn background_releases_go_per_node() {
     let released = a.client().stats();
     cluster.resume(&paused).unwrap();
     let p = &paused;
-    wait_until(
-        PATIENCE,
-        "the paused shard's leases released",
-        || async move {
-            let size = c.command(p, &redis::cmd("DBSIZE")).await;
-            matches!(size, Ok(redis::Value::Int(0)))
-        },
-    )
+    wait_until(WAIT, "the paused shard's leases released", || async move {
+        keys_on(p.clone()).await == 0
+    })
     .await;
+    assert!(
+        held_since.elapsed() < LONG_TTL / 2,
+        "the keys could have expired by their TTL"
+    );
     let attempts = released.attempts - before.attempts;
     println!(
         "{on_others} releases on healthy shards done with {attempts} requests while {paused} was paused"
+    );
+    assert!(
+        attempts >= (on_others / 500) as u64,
+        "{attempts} requests for {on_others} releases: fewer than one per batch of 500"
     );
     assert!(
         attempts < (on_others / 10) as u64,

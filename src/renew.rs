@@ -43,9 +43,13 @@
 //! renewal interval up to 1 s or the interval if longer), and each retry
 //! groups the leases by the slot map then current (the failure also hints
 //! the refresher). Leases of a slot the map leaves unassigned wait for the
-//! next tick. No lease waits past its expiry: a lease that cannot be
-//! confirmed before its TTL runs out is marked lost then, since the holder
-//! can no longer know it holds it.
+//! next tick. A batch in flight is cut off by the request timeout (a
+//! silent node by the response timeout), never by the expiry of one of
+//! its leases, so a lease near its expiry does not make the fresh leases
+//! it travels with unconfirmed. No lease is held past its expiry without
+//! a confirmation: its holder sees it lost at its `valid_until`, and the
+//! worker marks it lost when it comes back unconfirmed or is found due
+//! after its expiry.
 //!
 //! Requests are not awaited in turn: the worker keeps them in flight and
 //! acts on each as it lands, while it goes on ticking. A dead or failing-over
@@ -530,7 +534,7 @@ impl Worker {
         }
         for (addr, entries) in groups {
             let client = self.client.clone();
-            let batch = renew_on_node(client, addr, Carried(entries), self.chunk, self.interval);
+            let batch = renew_on_node(client, addr, Carried(entries), self.chunk);
             flights.push(Box::pin(batch));
         }
         self.start_singles(flights);
@@ -665,20 +669,20 @@ impl Worker {
 
 /// One pipeline to `addr` with a `renew_batch.lua` call per chunk of
 /// leases (a call carries one TTL, so leases are grouped by TTL first).
-/// The request is cut off when the first of its leases expires (but not
-/// before one renewal `interval`): the leases not confirmed by then are
-/// retried with the shard's next batch, each until its own expiry.
+/// The request's deadline is the request timeout (the connection's
+/// response timeout cuts a silent node sooner), not the expiry of its
+/// first lease: a lease that expires while its batch is in flight does not
+/// cut the others off. Its holder sees it lost at its `valid_until`
+/// (`is_lost()`, `lost()`), and the worker marks it lost when the batch
+/// lands unconfirmed (or the node reports its key gone).
 async fn renew_on_node(
     client: Client,
     addr: Arc<str>,
     mut carried: Carried,
     chunk: usize,
-    interval: Duration,
 ) -> Landing {
     let sent_at = Instant::now();
-    let first_expiry = carried.0.iter().map(|e| e.expires).min();
-    let cutoff = first_expiry.unwrap_or(sent_at).max(sent_at + interval);
-    let deadline = cutoff.min(sent_at + client.request_timeout());
+    let deadline = sent_at + client.request_timeout();
     carried.0.sort_by_cached_key(|e| ttl_ms(&e.lease));
     // Read once: an `extend` may change a lease's TTL meanwhile.
     let ttls: Vec<u32> = carried.0.iter().map(|e| ttl_ms(&e.lease)).collect();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use shardlock::testkit::TestCluster;
+use shardlock::testkit::{ClusterSpec, TestCluster};
 use shardlock::{LockGuard, LockManager, SLOT_COUNT, key_slot};
 use tokio::time::Instant;
 
@@ -344,4 +344,91 @@ async fn a_lease_of_a_migrating_slot_stays_renewed() {
     assert!(stats.ask > 0, "renewed without ASK: {stats:?}");
     guard.release().await.unwrap();
     migration.finish().await.unwrap();
+}
+
+/// A lease that expires while its batch waits on a stalled node does not
+/// cut that batch off: the fresh lease in the same batch is confirmed by
+/// that one request when the node answers (no retry, no backoff), and only
+/// the expired lease is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_near_expiry_does_not_cut_off_its_batch() {
+    const SLOT: u16 = 777;
+    const NEAR: Duration = Duration::from_millis(1800);
+    const FRESH: Duration = Duration::from_secs(3);
+    // No failover while the node is stopped for well under a second.
+    let spec = ClusterSpec {
+        node_timeout: Duration::from_secs(5),
+        ..ClusterSpec::default()
+    };
+    let cluster = TestCluster::start_with(spec).await.unwrap();
+    let a = manager(&cluster).await;
+    let node = cluster.primary_of_slot(SLOT).await.unwrap();
+    // One renewal first, so the node knows the script (no NOSCRIPT round).
+    let warm = a
+        .lock(&key_in(SLOT, "warm"))
+        .ttl(NEAR)
+        .acquire()
+        .await
+        .unwrap();
+    let first = warm.valid_until();
+    let w = &warm;
+    wait_until(
+        PATIENCE,
+        "a renewal",
+        || async move { w.valid_until() > first },
+    )
+    .await;
+    warm.release().await.unwrap();
+    // Renewal held back, so that both leases are due in the same tick,
+    // `near` with a third of its TTL left.
+    a.pause_renewal(true);
+    let acquired = Instant::now();
+    let near = a
+        .lock(&key_in(SLOT, "near"))
+        .ttl(NEAR)
+        .acquire()
+        .await
+        .unwrap();
+    let fresh = a
+        .lock(&key_in(SLOT, "fresh"))
+        .ttl(FRESH)
+        .acquire()
+        .await
+        .unwrap();
+    // Both due, and put back together by the same paused tick.
+    tokio::time::sleep_until(acquired + FRESH / 3 + 2 * TICK).await;
+    assert!(!near.is_lost() && !fresh.is_lost());
+
+    cluster.pause(&node).unwrap();
+    let before = a.client().stats().attempts;
+    let resumed = Instant::now();
+    a.pause_renewal(false);
+    let c = a.client();
+    wait_until(PATIENCE, "the batch sent", || async move {
+        c.stats().attempts > before
+    })
+    .await;
+    let n = &near;
+    wait_until(
+        PATIENCE,
+        "the near lease lost by its expiry",
+        || async move { n.is_lost() },
+    )
+    .await;
+    // The node stays stopped past the near lease's expiry (where the batch
+    // used to be cut off) and answers well within the response timeout.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.resume(&node).unwrap();
+    let f = &fresh;
+    wait_until(PATIENCE, "the fresh lease renewed", || async move {
+        f.is_lost() || f.valid_until() >= resumed + FRESH
+    })
+    .await;
+    let attempts = a.client().stats().attempts - before;
+    assert!(!fresh.is_lost(), "the fresh lease was lost");
+    assert!(near.is_lost());
+    assert_eq!(
+        attempts, 1,
+        "one batch renews the fresh lease; the near lease's expiry cut it off"
+    );
 }

@@ -20,8 +20,9 @@
 //! are therefore one per shard, and script calls per tick one per chunk:
 //! both grow with shards and chunks, not with leases.
 //!
-//! Per lease the answer is: renewed; gone or held by another token (the
-//! lease is marked lost and `lost()` resolves); or "non local key" (the
+//! Per lease the answer is: renewed; gone, held by another token or
+//! overwritten with another type (`WRONGTYPE`): the lease is marked lost
+//! and `lost()` resolves; or "non local key" (the
 //! script could not reach the key on that node). Redis 7.0 answers the
 //! latter for every key when the node is no longer the slot's primary (a
 //! failover, an old primary back as a replica), and for the keys of a slot
@@ -37,10 +38,12 @@
 //!
 //! Failure costs stay per shard: a batch that fails as a whole (transport
 //! error, timeout, `CLUSTERDOWN`, a node that is no longer a primary), and
-//! any per-lease error other than "non local key", puts the shard's leases
-//! back to be sent again as one batch when the shard may be tried again:
-//! consecutive failures of a node back it off (jittered, doubling from one
-//! renewal interval up to 1 s or the interval if longer), and each retry
+//! any other per-lease error, puts those leases back to be sent again as
+//! one batch when the shard may be tried again. A node that left at least
+//! half of a batch unanswered has failed: consecutive failures back it off
+//! (jittered, doubling from one renewal interval up to 1 s or the interval
+//! if longer); a batch the node answered for the most part is no failure,
+//! and its few unconfirmed leases go in the next tick's batch. Each retry
 //! groups the leases by the slot map then current (the failure also hints
 //! the refresher). Leases of a slot the map leaves unassigned wait for the
 //! next tick. A batch in flight is cut off by the request timeout (a
@@ -554,6 +557,7 @@ impl Worker {
                 // again at once, in the batch of the node the map names now.
                 let mut unconfirmed = Vec::new();
                 let mut regroup = Vec::new();
+                let total = fates.len();
                 for (mut entry, fate) in fates {
                     match fate {
                         Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
@@ -577,14 +581,15 @@ impl Worker {
                     }
                 }
                 drop(topology);
-                let failed = !unconfirmed.is_empty();
+                let failed = node_failed(total, unconfirmed.len());
                 self.note_batch(&addr, failed);
-                if failed || !regroup.is_empty() {
+                if !unconfirmed.is_empty() || !regroup.is_empty() {
                     // CLUSTERDOWN, a failover, …: the map may be out of date.
                     let _ = self.client.hint_refresh();
                 }
-                // The shard's unconfirmed leases are retried as one batch
-                // when it may be tried again, on the then current slot map.
+                // The unconfirmed leases are retried as one batch when the
+                // shard may be tried again (at the next tick if the node
+                // answered for most of the batch), on the then current map.
                 let now = Instant::now();
                 let at = self.not_before(&addr).unwrap_or(now + self.interval);
                 for entry in unconfirmed {
@@ -858,17 +863,29 @@ fn chunk_fates(n: usize, ttl_ms: u32, reply: &Value) -> Vec<Fate> {
     }
 }
 
+/// Whether a batch of `total` leases of which `unconfirmed` came back
+/// without an answer counts as the node's failure (backing it off): only
+/// when the node left most of the batch unanswered. One key's error does
+/// not back off the shard; its lease alone is retried.
+fn node_failed(total: usize, unconfirmed: usize) -> bool {
+    unconfirmed > 0 && unconfirmed.saturating_mul(2) >= total
+}
+
 /// The fate of a lease whose entry in a `renew_batch.lua` reply is an error
-/// text: its key is elsewhere when the script could not reach it on this
-/// node ("non local key": the slot moved or is migrating; renewed on its
-/// own through the router); any other error (the cluster is down, the node
-/// is read-only, …) is the shard's, retried with its next batch.
+/// text: lost when the key holds another type (`WRONGTYPE`: overwritten,
+/// so not our lock any more); `Moved` when the script could not reach it
+/// on this node ("non local key", see [`elsewhere`]); any other error (the
+/// cluster is down, the node is read-only, …) is unconfirmed, retried with
+/// the shard's next batch.
 fn item_error_fate(item: &Value) -> Fate {
     let text = match item {
         Value::BulkString(b) => String::from_utf8_lossy(b),
         Value::SimpleString(s) => s.as_str().into(),
         _ => return Fate::Unconfirmed,
     };
+    if text.starts_with("WRONGTYPE") {
+        return Fate::Lost;
+    }
     let moved = ["non local key", "MOVED", "ASK", "TRYAGAIN"]
         .iter()
         .any(|marker| text.contains(marker));
@@ -914,16 +931,18 @@ mod tests {
             text("ERR Script attempted to execute a command while the cluster is down"),
             text("READONLY You can't write against a read only replica."),
             Value::Nil,
+            text("WRONGTYPE Operation against a key holding the wrong kind of value"),
         ]);
         assert_eq!(
-            names(&chunk_fates(6, 900, &reply)),
+            names(&chunk_fates(7, 900, &reply)),
             [
                 "renewed",
                 "lost",
                 "moved",
                 "unconfirmed",
                 "unconfirmed",
-                "unconfirmed"
+                "unconfirmed",
+                "lost"
             ]
         );
         let down = redis::parse_redis_value(b"-CLUSTERDOWN The cluster is down\r\n").unwrap();
@@ -955,6 +974,28 @@ mod tests {
                 elsewhere(*owner, a, *seen, *refreshes),
                 *expected,
                 "owner {owner:?}, seen {seen:?}, refreshes {refreshes}"
+            );
+        }
+    }
+
+    /// A node backs off only when it left most of a batch unanswered.
+    #[test]
+    fn one_unconfirmed_key_does_not_fail_the_node() {
+        let table = [
+            (1, 0, false),
+            (1, 1, true),
+            (10, 1, false),
+            (10, 4, false),
+            (10, 5, true),
+            (10, 10, true),
+            (0, 0, false),
+            (usize::MAX, usize::MAX, true),
+        ];
+        for (total, unconfirmed, failed) in table {
+            assert_eq!(
+                node_failed(total, unconfirmed),
+                failed,
+                "{unconfirmed} of {total}"
             );
         }
     }

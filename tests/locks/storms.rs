@@ -8,7 +8,7 @@ use shardlock::testkit::{ClusterSpec, TestCluster};
 use shardlock::{LockGuard, LockManager, SLOT_COUNT, key_slot};
 use tokio::time::Instant;
 
-use crate::support::{key_in, wait_until};
+use crate::support::{key_in, lock_key, wait_until};
 
 /// Leases held through the outage.
 const LEASES: usize = 10_000;
@@ -174,7 +174,7 @@ async fn renewal_cost_stays_per_shard_through_a_failover() {
     let probe = redis::cmd("EVAL")
         .arg("local ok, e = pcall(redis.call, 'GET', ARGV[1]) return tostring(e.err or e)")
         .arg(0)
-        .arg(on_old[0].key())
+        .arg(lock_key(&String::from_utf8_lossy(on_old[0].key())))
         .clone();
     let reply = cluster.command(&old, &probe).await.unwrap();
     let text = match &reply {
@@ -431,4 +431,52 @@ async fn a_lease_near_expiry_does_not_cut_off_its_batch() {
         attempts, 1,
         "one batch renews the fresh lease; the near lease's expiry cut it off"
     );
+}
+
+/// A lease whose key was overwritten with another type (`WRONGTYPE` in the
+/// renewal batch) is reported lost as soon as that batch lands, long before
+/// its TTL runs out; the other lease of the same batch stays renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_overwritten_with_another_type_is_lost_at_once() {
+    const SLOT: u16 = 999;
+    let ttl = Duration::from_secs(6);
+    let cluster = TestCluster::start().await.unwrap();
+    let a = manager(&cluster).await;
+    let node = cluster.primary_of_slot(SLOT).await.unwrap();
+    let kept = a
+        .lock(&key_in(SLOT, "kept"))
+        .ttl(ttl)
+        .acquire()
+        .await
+        .unwrap();
+    let taken = a
+        .lock(&key_in(SLOT, "taken"))
+        .ttl(ttl)
+        .acquire()
+        .await
+        .unwrap();
+    let key = lock_key(&String::from_utf8_lossy(taken.key()));
+    cluster
+        .command(&node, redis::cmd("DEL").arg(&key))
+        .await
+        .unwrap();
+    let hset = redis::cmd("HSET").arg(&key).arg("f").arg("v").clone();
+    cluster.command(&node, &hset).await.unwrap();
+    let valid_until = taken.valid_until();
+    let t = &taken;
+    wait_until(PATIENCE, "the overwritten lease lost", || async move {
+        t.is_lost()
+    })
+    .await;
+    assert!(
+        Instant::now() < valid_until,
+        "lost only when its validity ran out, not when renewal met WRONGTYPE"
+    );
+    let since = Instant::now();
+    let k = &kept;
+    wait_until(PATIENCE, "the other lease renewed", || async move {
+        k.is_lost() || k.valid_until() > since + ttl
+    })
+    .await;
+    assert!(!kept.is_lost());
 }

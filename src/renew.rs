@@ -62,7 +62,16 @@
 //! The worker also runs the background releases of dropped guards (and of
 //! leases handed over by [`crate::LockManager`]'s clean-ups), batched per
 //! node with at most one batch in flight per node (see [`crate::releases`]);
-//! when the last handle is gone it finishes them before it ends.
+//! when the last handle is gone it finishes them before it ends. It holds a
+//! [`Client`] clone meanwhile (so the refresher and the connections live
+//! on): the worker ends once every pending release is decided or its lease
+//! has certainly expired by its TTL, that is at most the longest TTL a
+//! pending lease may still carry (at most `max_ttl` from when it was handed
+//! over) plus one response timeout, and the request timeout of a request
+//! then in flight. With every node answering, that is one request timeout.
+//!
+//! The per-node backoff state is kept only for nodes the current slot map
+//! names; it is pruned every tick.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -84,6 +93,7 @@ use crate::lock::Lease;
 use crate::redirect::Action;
 use crate::releases::{Released, Releases};
 use crate::scripts;
+use crate::topology::Topology;
 
 /// Longest a failing shard waits between two batches (unless the renewal
 /// interval is longer); a lease never waits past its expiry.
@@ -375,6 +385,7 @@ impl Worker {
                     while let Ok(msg) = rx.try_recv() {
                         self.accept(msg);
                     }
+                    prune_shards(&mut self.shards, &self.client.topology());
                     self.release_dropped(&flights);
                     self.renew_due(&flights);
                 }
@@ -669,6 +680,14 @@ impl Worker {
             non_local: None,
             lease: entry.lease,
         });
+    }
+}
+
+/// Forgets the backoff of nodes the slot map no longer names: a node that
+/// left the cluster costs no memory, and one that comes back starts afresh.
+fn prune_shards(shards: &mut HashMap<Arc<str>, Failing>, topology: &Topology) {
+    if !shards.is_empty() {
+        shards.retain(|addr, _| topology.nodes().any(|n| n.addr() == addr));
     }
 }
 
@@ -998,6 +1017,23 @@ mod tests {
                 "{unconfirmed} of {total}"
             );
         }
+    }
+
+    /// The backoff of nodes the map no longer names is forgotten.
+    #[test]
+    fn backoff_of_departed_nodes_is_pruned() {
+        let failing = || Failing {
+            failures: 3,
+            not_before: Instant::now(),
+        };
+        let mut shards: HashMap<Arc<str>, Failing> = HashMap::new();
+        shards.insert("10.0.0.1:7000".into(), failing());
+        shards.insert("10.0.0.2:7000".into(), failing());
+        prune_shards(&mut shards, &Topology::standalone("10.0.0.1:7000"));
+        let left: Vec<&str> = shards.keys().map(|a| a.as_ref()).collect();
+        assert_eq!(left, ["10.0.0.1:7000"]);
+        prune_shards(&mut shards, &Topology::standalone("10.0.0.3:7000"));
+        assert!(shards.is_empty());
     }
 
     /// Leases sorted by TTL split into runs of one TTL of at most `chunk`.

@@ -316,7 +316,7 @@ async fn a_lease_of_a_migrating_slot_stays_renewed() {
     let a = manager(&cluster).await;
     let ttl = Duration::from_secs(3);
     let guard = a
-        .lock(&key_in(SLOT, "moving"))
+        .lock(key_in(SLOT, "moving"))
         .ttl(ttl)
         .acquire()
         .await
@@ -365,7 +365,7 @@ async fn a_lease_near_expiry_does_not_cut_off_its_batch() {
     let node = cluster.primary_of_slot(SLOT).await.unwrap();
     // One renewal first, so the node knows the script (no NOSCRIPT round).
     let warm = a
-        .lock(&key_in(SLOT, "warm"))
+        .lock(key_in(SLOT, "warm"))
         .ttl(NEAR)
         .acquire()
         .await
@@ -384,13 +384,13 @@ async fn a_lease_near_expiry_does_not_cut_off_its_batch() {
     a.pause_renewal(true);
     let acquired = Instant::now();
     let near = a
-        .lock(&key_in(SLOT, "near"))
+        .lock(key_in(SLOT, "near"))
         .ttl(NEAR)
         .acquire()
         .await
         .unwrap();
     let fresh = a
-        .lock(&key_in(SLOT, "fresh"))
+        .lock(key_in(SLOT, "fresh"))
         .ttl(FRESH)
         .acquire()
         .await
@@ -444,13 +444,13 @@ async fn a_key_overwritten_with_another_type_is_lost_at_once() {
     let a = manager(&cluster).await;
     let node = cluster.primary_of_slot(SLOT).await.unwrap();
     let kept = a
-        .lock(&key_in(SLOT, "kept"))
+        .lock(key_in(SLOT, "kept"))
         .ttl(ttl)
         .acquire()
         .await
         .unwrap();
     let taken = a
-        .lock(&key_in(SLOT, "taken"))
+        .lock(key_in(SLOT, "taken"))
         .ttl(ttl)
         .acquire()
         .await

@@ -29,12 +29,14 @@
 //! that moved or is migrating. Then, by the slot map current when the
 //! batch lands: if it names another node (or none) for the slot, the lease
 //! goes back into the next tick's batch of the node it names; if it still
-//! names the node that answered, that is a shard failure (below), unless a
-//! topology fetch that started after the lease's first such answer has
-//! completed and the map still names that node (the slot is migrating):
-//! only then is that lease renewed on its own through the router, which
-//! follows MOVED and ASK, at most [`SINGLES_IN_FLIGHT`] at once, the rest
-//! queued.
+//! names the node that answered, that is a shard failure (below), unless
+//! the slot is migrating: the node renewed (or found gone) other leases of
+//! the same batch, so it is a primary, or a topology fetch that started
+//! after the lease's first such answer has completed and the map still
+//! names that node. Only then is that lease renewed on its own through the
+//! router, which follows MOVED and ASK, at most [`SINGLES_IN_FLIGHT`] at
+//! once, the rest queued; it keeps going one by one while its key stays
+//! away, until a batch renews it again.
 //!
 //! Failure costs stay per shard: a batch that fails as a whole (transport
 //! error, timeout, `CLUSTERDOWN`, a node that is no longer a primary), and
@@ -220,9 +222,8 @@ struct Due {
     expires: Instant,
     /// Set when the node the slot map names for this lease's slot said its
     /// key is not local (a failover the map has not caught up with, or a
-    /// migration): the client's completed topology fetches then. Cleared by
-    /// a renewal.
-    non_local: Option<u64>,
+    /// migration). Cleared by a batch renewal.
+    non_local: Option<NonLocal>,
     lease: Arc<Lease>,
 }
 
@@ -311,6 +312,18 @@ impl Drop for Carried {
             entry.lease.mark_lost();
         }
     }
+}
+
+/// What is known of a lease whose key the node the map names said is not
+/// local.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NonLocal {
+    /// First said when the client had completed this many topology
+    /// fetches.
+    Since(u64),
+    /// Its slot is migrating (see [`Elsewhere::OneByOne`]): it goes one by
+    /// one whenever that node says so.
+    Migrating,
 }
 
 /// A node whose renewal or release batches fail.
@@ -569,9 +582,18 @@ impl Worker {
                 let mut unconfirmed = Vec::new();
                 let mut regroup = Vec::new();
                 let total = fates.len();
+                // The node served some of the batch: it is the primary of
+                // those slots, so its "non local key" answers are keys of a
+                // migrating slot, not a failover the map missed.
+                let serving = fates
+                    .iter()
+                    .any(|(_, fate)| matches!(fate, Fate::Renewed(_) | Fate::Lost));
                 for (mut entry, fate) in fates {
                     match fate {
-                        Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
+                        Fate::Renewed(ttl_ms) => {
+                            entry.non_local = None;
+                            self.requeue(entry, sent_at, ttl_ms)
+                        }
                         Fate::Lost => {
                             entry.lease.mark_lost();
                         }
@@ -580,11 +602,14 @@ impl Worker {
                             let owner = topology
                                 .primary_of_slot(entry.lease.slot)
                                 .map(|n| n.addr().as_ref());
-                            match elsewhere(owner, &addr, entry.non_local, refreshes) {
+                            match elsewhere(owner, &addr, serving, entry.non_local, refreshes) {
                                 Elsewhere::Regroup => regroup.push(entry),
-                                Elsewhere::OneByOne => self.singles.push_back(entry),
+                                Elsewhere::OneByOne => {
+                                    entry.non_local = Some(NonLocal::Migrating);
+                                    self.singles.push_back(entry);
+                                }
                                 Elsewhere::Shard => {
-                                    entry.non_local.get_or_insert(refreshes);
+                                    entry.non_local.get_or_insert(NonLocal::Since(refreshes));
                                     unconfirmed.push(entry);
                                 }
                             }
@@ -664,6 +689,8 @@ impl Worker {
     /// Schedules the next renewal of a lease renewed for `ttl_ms` by a
     /// request sent at `sent_at` (its new expiry counts from the send, the
     /// safe side).
+    /// A lease renewed one by one keeps its `non_local` mark (its key is
+    /// still away from the node the map names); a batch renewal clears it.
     fn requeue(&mut self, entry: Due, sent_at: Instant, ttl_ms: u32) {
         crate::metrics::renewed();
         if entry.schedule != entry.lease.schedule() {
@@ -677,7 +704,7 @@ impl Worker {
             schedule: entry.schedule,
             at: sent_at + ttl / 3,
             expires: sent_at + ttl,
-            non_local: None,
+            non_local: entry.non_local,
             lease: entry.lease,
         });
     }
@@ -843,21 +870,35 @@ enum Elsewhere {
     /// local key" for every key). A shard failure: hint a refresh and
     /// retry with the shard's next batch, on the map then current.
     Shard,
-    /// The map still names that node after a topology fetch that started
-    /// after the first such answer: the slot is migrating; renew the lease
-    /// on its own through the router, which follows ASK.
+    /// The map still names that node, and that node served other leases
+    /// of the batch, or the map still names it after a topology fetch that
+    /// started after the first such answer: the slot is migrating; renew
+    /// the lease on its own through the router, which follows ASK.
     OneByOne,
 }
 
 /// Decides [`Elsewhere`] for a lease of a slot the map now gives to
-/// `owner`, reported non local by `answered`; `seen` is the count of
-/// completed topology fetches at its first such report (see
-/// [`Due::non_local`]), `refreshes` the count now. Two more fetches
-/// guarantee that one of them started after that report.
-fn elsewhere(owner: Option<&str>, answered: &str, seen: Option<u64>, refreshes: u64) -> Elsewhere {
+/// `owner`, reported non local by `answered`, which renewed or found gone
+/// other leases of the same batch when `serving` (so it is a primary);
+/// `known` is what earlier answers told (see [`Due::non_local`]),
+/// `refreshes` the count of completed topology fetches now. Two more
+/// fetches than at the first report guarantee that one of them started
+/// after it.
+fn elsewhere(
+    owner: Option<&str>,
+    answered: &str,
+    serving: bool,
+    known: Option<NonLocal>,
+    refreshes: u64,
+) -> Elsewhere {
+    let confirmed = match known {
+        Some(NonLocal::Migrating) => true,
+        Some(NonLocal::Since(seen)) => refreshes >= seen.saturating_add(2),
+        None => false,
+    };
     if owner != Some(answered) {
         Elsewhere::Regroup
-    } else if seen.is_some_and(|seen| refreshes >= seen.saturating_add(2)) {
+    } else if serving || confirmed {
         Elsewhere::OneByOne
     } else {
         Elsewhere::Shard
@@ -971,28 +1012,36 @@ mod tests {
     }
 
     /// A non local key goes one by one only when the map still names the
-    /// node that answered after a fetch that started after the first such
-    /// answer (a migrating slot); while the map names it and no such fetch
-    /// completed, it is a shard failure (a failover the map missed); when
-    /// the map names another node or none, it is sent in that batch.
+    /// node that answered and that node served other keys of the batch, or
+    /// after a fetch that started after the first such answer (a migrating
+    /// slot); while the map names it, the node served nothing and no such
+    /// fetch completed, it is a shard failure (a failover the map missed);
+    /// when the map names another node or none, it is sent in that batch.
     #[test]
     fn non_local_key_decisions() {
         let a = "10.0.0.1:7000";
         let b = "10.0.0.2:7000";
-        let table: &[(Option<&str>, Option<u64>, u64, Elsewhere)] = &[
-            (Some(a), None, 5, Elsewhere::Shard),
-            (Some(a), Some(5), 5, Elsewhere::Shard),
-            (Some(a), Some(5), 6, Elsewhere::Shard),
-            (Some(a), Some(5), 7, Elsewhere::OneByOne),
-            (Some(b), None, 0, Elsewhere::Regroup),
-            (Some(b), Some(1), 9, Elsewhere::Regroup),
-            (None, None, 0, Elsewhere::Regroup),
+        use NonLocal::{Migrating, Since};
+        /// The map's owner, whether the node served others, what was
+        /// known, fetches now, and the decision.
+        type Row<'a> = (Option<&'a str>, bool, Option<NonLocal>, u64, Elsewhere);
+        let table: &[Row] = &[
+            (Some(a), false, None, 5, Elsewhere::Shard),
+            (Some(a), false, Some(Since(5)), 5, Elsewhere::Shard),
+            (Some(a), false, Some(Since(5)), 6, Elsewhere::Shard),
+            (Some(a), false, Some(Since(5)), 7, Elsewhere::OneByOne),
+            (Some(a), false, Some(Migrating), 0, Elsewhere::OneByOne),
+            (Some(a), true, None, 5, Elsewhere::OneByOne),
+            (Some(b), false, None, 0, Elsewhere::Regroup),
+            (Some(b), true, Some(Since(1)), 9, Elsewhere::Regroup),
+            (Some(b), false, Some(Migrating), 9, Elsewhere::Regroup),
+            (None, false, None, 0, Elsewhere::Regroup),
         ];
-        for (owner, seen, refreshes, expected) in table {
+        for (owner, serving, seen, refreshes, expected) in table {
             assert_eq!(
-                elsewhere(*owner, a, *seen, *refreshes),
+                elsewhere(*owner, a, *serving, *seen, *refreshes),
                 *expected,
-                "owner {owner:?}, seen {seen:?}, refreshes {refreshes}"
+                "owner {owner:?}, serving {serving}, seen {seen:?}, refreshes {refreshes}"
             );
         }
     }

@@ -25,7 +25,11 @@
 //!   batch never mixes connections.
 //! - The worker ends when its handle (the node) is dropped, after its
 //!   in-flight batches finish, or when the runtime it runs on shuts down;
-//!   the node then replaces the handle on the next request's runtime.
+//!   the node then replaces the handle on the next request's runtime. A
+//!   request still queued or in flight in a worker that stopped with its
+//!   runtime (submitted from another runtime) fails with an error the
+//!   router retries ([`crate::redirect::RetryCause::WorkerStopped`]), and
+//!   its retry goes through the new worker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -122,13 +126,21 @@ impl Drop for Unanswered<'_> {
     }
 }
 
+/// What a request queued in a worker that stopped gets.
+const WORKER_STOPPED: &str = "the node's batching worker has stopped";
+
 /// Not an I/O error: the connection itself is fine, so it must not be
-/// discarded for this.
-fn worker_gone() -> RedisError {
-    RedisError::from((
-        redis::ErrorKind::Client,
-        "the node's batching worker has stopped",
-    ))
+/// discarded for this. Retryable (see [`is_worker_stopped`]): the next
+/// attempt asks the node for its batcher again, which starts a new worker
+/// on that attempt's runtime.
+pub(crate) fn worker_gone() -> RedisError {
+    RedisError::from((redis::ErrorKind::Client, WORKER_STOPPED))
+}
+
+/// True for the error of a request whose batching worker stopped (its
+/// runtime shut down) before answering it.
+pub(crate) fn is_worker_stopped(err: &RedisError) -> bool {
+    matches!(err.kind(), redis::ErrorKind::Client) && err.to_string().contains(WORKER_STOPPED)
 }
 
 async fn worker(mut receiver: mpsc::UnboundedReceiver<Submission>, writes: Arc<AtomicU64>) {

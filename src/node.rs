@@ -15,7 +15,9 @@
 //! - A blocking request runs alone on one of at most
 //!   [`BLOCKING_CONNECTIONS`] connections of its node, never on the shared
 //!   connection: Redis answers nothing else on a connection while `WAIT`
-//!   blocks it. More concurrent blocking requests wait for a free one.
+//!   blocks it. More concurrent blocking requests wait for a free one. Its
+//!   connections are made through the same gate and backoff as the shared
+//!   one (the two invariants above hold for every connection of a node).
 //! - Nothing here is bound to one tokio runtime: a connection whose driver
 //!   task died with its runtime fails its next request as dropped and is
 //!   replaced, and a batching worker that died with its runtime is started
@@ -252,9 +254,12 @@ impl Node {
     /// never the shared one: made on first use, kept for the next blocking
     /// request when given back, at most [`BLOCKING_CONNECTIONS`] in use at
     /// once. Callers beyond that wait for one to come free, within their
-    /// deadline ([`ConnectError::Deadline`] when it passes). A failed
-    /// attempt to connect is not remembered for backoff here: the shared
-    /// connection's backoff already keeps requests off a dead node.
+    /// deadline ([`ConnectError::Deadline`] when it passes). A new
+    /// connection is made through the node's reconnect gate, as the shared
+    /// one is: one attempt per node at a time, none while the node backs
+    /// off ([`ConnectError::Backoff`]), and a failed attempt backs the node
+    /// off for every caller; a dead node costs one connection attempt per
+    /// backoff delay, not one per blocking request.
     pub(crate) async fn blocking_connection(
         &self,
         deadline: Instant,
@@ -275,11 +280,26 @@ impl Node {
         let conn = match idle {
             Some(conn) => conn,
             None => {
+                let mut gate = tokio::time::timeout_at(deadline, self.gate.lock())
+                    .await
+                    .map_err(|_| ConnectError::Deadline)?;
+                if gate.not_before.is_some_and(|t| Instant::now() < t) {
+                    return Err(ConnectError::Backoff);
+                }
                 let attempt_deadline = deadline.min(Instant::now() + self.config.connect_timeout);
                 match tokio::time::timeout_at(attempt_deadline, self.connect()).await {
-                    Ok(Ok(conn)) => conn,
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => return Err(ConnectError::Deadline),
+                    Ok(Ok(conn)) => {
+                        *gate = Reconnect::default();
+                        conn
+                    }
+                    Ok(Err(e)) => {
+                        self.note_failure(&mut gate);
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        self.note_failure(&mut gate);
+                        return Err(ConnectError::Deadline);
+                    }
                 }
             }
         };

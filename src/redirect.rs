@@ -22,6 +22,9 @@
 //!   it, so resending after a backoff is safe and may succeed once the
 //!   script ends or the replicas are back; the refresh hint is coalesced and
 //!   costs at most one fetch;
+//! - a request whose node's batching worker stopped with its runtime →
+//!   [`Action::Refresh`] with [`RetryCause::WorkerStopped`]: the retry
+//!   starts a new worker on the caller's runtime;
 //! - `NOSCRIPT` → [`Action::NoScript`]: resend the script's source;
 //! - anything else → [`Action::Fail`]: the caller gets the error.
 
@@ -64,6 +67,10 @@ pub enum RetryCause {
     /// `NOREPLICAS`: the primary has fewer good replicas than its
     /// `min-replicas-to-write` and refuses writes.
     NoReplicas,
+    /// The node's batching worker stopped (the runtime it ran on shut
+    /// down) before it answered; the retry starts a new one on the
+    /// caller's runtime.
+    WorkerStopped,
 }
 
 impl RetryCause {
@@ -84,6 +91,7 @@ impl RetryCause {
             RetryCause::NodeBackoff => "node_backoff",
             RetryCause::Busy => "busy",
             RetryCause::NoReplicas => "noreplicas",
+            RetryCause::WorkerStopped => "worker_stopped",
         }
     }
 }
@@ -234,6 +242,9 @@ fn classify_transport(err: &RedisError) -> Action {
     }
     if err.is_connection_dropped() || err.is_io_error() {
         return Action::Refresh(RetryCause::ConnectionLost);
+    }
+    if crate::batcher::is_worker_stopped(err) {
+        return Action::Refresh(RetryCause::WorkerStopped);
     }
     match err.kind() {
         redis::ErrorKind::AuthenticationFailed => Action::Fail(FailCause::Auth(err.to_string())),
@@ -425,6 +436,21 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    /// A request whose batching worker stopped with its runtime is retried
+    /// (the retry starts a new worker); other client-side errors fail.
+    #[test]
+    fn stopped_batcher_is_retried() {
+        assert_eq!(
+            classify(&Err(crate::batcher::worker_gone())),
+            Action::Refresh(RetryCause::WorkerStopped)
+        );
+        let other = RedisError::from((redis::ErrorKind::Client, "something else"));
+        assert!(matches!(
+            classify(&Err(other)),
+            Action::Fail(FailCause::Other(_))
+        ));
     }
 
     /// A server error that arrives as `Err` is classified like a reply.

@@ -5,9 +5,11 @@
 //! send it back for release when dropped; the worker ends when every
 //! handle (the manager and all its guards) is gone. It runs on the runtime
 //! that started it; if that runtime shuts down while the manager lives on,
-//! the next registration or release (made from within another runtime)
-//! starts a new worker there, and the leases the old one had expire by
-//! their TTL.
+//! every lease still held that the old worker was renewing (queued, in a
+//! request in flight, or registered but not yet read) is marked lost as the
+//! worker is dropped, so `is_lost()` is true and `lost()` resolves then,
+//! not at the lease's expiry; the next registration or release (made from
+//! within another runtime) starts a new worker there.
 //!
 //! Each tick (every `renew_interval`) the worker takes the leases due — a
 //! lease is due once a third of its TTL has passed since its last renewal —
@@ -18,23 +20,41 @@
 //! are therefore one per shard, and script calls per tick one per chunk:
 //! both grow with shards and chunks, not with leases.
 //!
-//! Per lease the answer is: renewed; gone or held by another token (the
-//! lease is marked lost and `lost()` resolves); or its key is not on that
-//! node (the script reports "non local key": its slot moved or is
-//! migrating), in which case that lease alone is renewed through the
-//! router, which follows MOVED and ASK.
+//! Per lease the answer is: renewed; gone, held by another token or
+//! overwritten with another type (`WRONGTYPE`): the lease is marked lost
+//! and `lost()` resolves; or "non local key" (the
+//! script could not reach the key on that node). Redis 7.0 answers the
+//! latter for every key when the node is no longer the slot's primary (a
+//! failover, an old primary back as a replica), and for the keys of a slot
+//! that moved or is migrating. Then, by the slot map current when the
+//! batch lands: if it names another node (or none) for the slot, the lease
+//! goes back into the next tick's batch of the node it names; if it still
+//! names the node that answered, that is a shard failure (below), unless
+//! the slot is migrating: the node renewed (or found gone) other leases of
+//! the same batch, so it is a primary, or a topology fetch that started
+//! after the lease's first such answer has completed and the map still
+//! names that node. Only then is that lease renewed on its own through the
+//! router, which follows MOVED and ASK, at most [`SINGLES_IN_FLIGHT`] at
+//! once, the rest queued; it keeps going one by one while its key stays
+//! away, until a batch renews it again.
 //!
 //! Failure costs stay per shard: a batch that fails as a whole (transport
 //! error, timeout, `CLUSTERDOWN`, a node that is no longer a primary), and
-//! any per-lease error other than "non local key", puts the shard's leases
-//! back to be sent again as one batch when the shard may be tried again:
-//! consecutive failures of a node back it off (jittered, doubling from one
-//! renewal interval up to 1 s or the interval if longer), and each retry
+//! any other per-lease error, puts those leases back to be sent again as
+//! one batch when the shard may be tried again. A node that left at least
+//! half of a batch unanswered has failed: consecutive failures back it off
+//! (jittered, doubling from one renewal interval up to 1 s or the interval
+//! if longer); a batch the node answered for the most part is no failure,
+//! and its few unconfirmed leases go in the next tick's batch. Each retry
 //! groups the leases by the slot map then current (the failure also hints
 //! the refresher). Leases of a slot the map leaves unassigned wait for the
-//! next tick. No lease waits past its expiry: a lease that cannot be
-//! confirmed before its TTL runs out is marked lost then, since the holder
-//! can no longer know it holds it.
+//! next tick. A batch in flight is cut off by the request timeout (a
+//! silent node by the response timeout), never by the expiry of one of
+//! its leases, so a lease near its expiry does not make the fresh leases
+//! it travels with unconfirmed. No lease is held past its expiry without
+//! a confirmation: its holder sees it lost at its `valid_until`, and the
+//! worker marks it lost when it comes back unconfirmed or is found due
+//! after its expiry.
 //!
 //! Requests are not awaited in turn: the worker keeps them in flight and
 //! acts on each as it lands, while it goes on ticking. A dead or failing-over
@@ -44,10 +64,19 @@
 //! The worker also runs the background releases of dropped guards (and of
 //! leases handed over by [`crate::LockManager`]'s clean-ups), batched per
 //! node with at most one batch in flight per node (see [`crate::releases`]);
-//! when the last handle is gone it finishes them before it ends.
+//! when the last handle is gone it finishes them before it ends. It holds a
+//! [`Client`] clone meanwhile (so the refresher and the connections live
+//! on): the worker ends once every pending release is decided or its lease
+//! has certainly expired by its TTL, that is at most the longest TTL a
+//! pending lease may still carry (at most `max_ttl` from when it was handed
+//! over) plus one response timeout, and the request timeout of a request
+//! then in flight. With every node answering, that is one request timeout.
+//!
+//! The per-node backoff state is kept only for nodes the current slot map
+//! names; it is pruned every tick.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,10 +95,15 @@ use crate::lock::Lease;
 use crate::redirect::Action;
 use crate::releases::{Released, Releases};
 use crate::scripts;
+use crate::topology::Topology;
 
 /// Longest a failing shard waits between two batches (unless the renewal
 /// interval is longer); a lease never waits past its expiry.
 const SHARD_BACKOFF_CAP: Duration = Duration::from_secs(1);
+
+/// Most leases renewed one by one through the router at once (keys of a
+/// migrating slot); the rest wait their turn.
+pub(crate) const SINGLES_IN_FLIGHT: usize = 32;
 
 /// Sends leases to the renewal worker.
 pub(crate) struct RenewHandle {
@@ -107,22 +141,29 @@ impl RenewHandle {
     /// Hands `msg` to the worker. The worker runs on the runtime that
     /// started it and ends when that runtime shuts down; the next message
     /// (sent from within another runtime) starts a new worker there. The
-    /// leases the old worker had are not renewed any more: they expire by
-    /// their TTL. Outside any runtime the message is dropped (the lease
-    /// then expires by its TTL too).
+    /// leases the old worker had were marked lost when it was dropped (see
+    /// [`Worker`]'s `Drop`). Outside any runtime the message is dropped:
+    /// a registration's lease is then marked lost, a release's expires by
+    /// its TTL.
     fn send(&self, msg: Msg) {
         let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg) else {
             return;
         };
         let _respawn = self.respawn.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg)
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            tracing::debug!("the renewal task stopped with its runtime; starting it again");
-            let tx = start(&self.client, self.interval, self.chunk, &self.paused);
-            let _ = tx.send(msg);
-            self.tx.store(Arc::new(tx));
+        let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg) else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Msg::Register(lease, _) = msg {
+                // Nothing can renew it.
+                lease.mark_lost();
+            }
+            return;
         }
+        tracing::debug!("the renewal task stopped with its runtime; starting it again");
+        let tx = start(&self.client, self.interval, self.chunk, &self.paused);
+        let _ = tx.send(msg);
+        self.tx.store(Arc::new(tx));
     }
 
     /// Stops (or resumes) sending renewals, as a holder cut off from Redis
@@ -163,8 +204,10 @@ fn start(
         queue: BinaryHeap::new(),
         releases: Releases::default(),
         shards: HashMap::new(),
+        singles: VecDeque::new(),
+        singles_in_flight: 0,
     };
-    tokio::spawn(worker.run(rx));
+    tokio::spawn(worker.run(Inbox(rx)));
     tx
 }
 
@@ -177,6 +220,10 @@ struct Due {
     at: Instant,
     /// When the lease ends on the server if no renewal succeeds before.
     expires: Instant,
+    /// Set when the node the slot map names for this lease's slot said its
+    /// key is not local (a failover the map has not caught up with, or a
+    /// migration). Cleared by a batch renewal.
+    non_local: Option<NonLocal>,
     lease: Arc<Lease>,
 }
 
@@ -210,6 +257,73 @@ struct Worker {
     releases: Releases,
     /// Nodes whose last batch failed, and when they may be tried again.
     shards: HashMap<Arc<str>, Failing>,
+    /// Leases to renew one by one through the router (their slot's node
+    /// still said "non local key" after a refresh: the slot is migrating),
+    /// at most [`SINGLES_IN_FLIGHT`] at once.
+    singles: VecDeque<Due>,
+    singles_in_flight: usize,
+}
+
+/// The leases the worker holds die with it: when its runtime shuts down,
+/// every lease still held that it was renewing (queued, waiting to go one
+/// by one, or in a request in flight, see [`Carried`]) is marked lost at
+/// once, so `lost()` resolves then rather than at `valid_until`. When the
+/// worker ends because every handle is gone, no lease is held any more and
+/// this marks nothing.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for entry in self.queue.drain().chain(self.singles.drain(..)) {
+            entry.lease.mark_lost();
+        }
+    }
+}
+
+/// The worker's end of its channel. Dropped with the worker's runtime, the
+/// leases of registrations it never read are marked lost, as the ones it
+/// held are (see [`Worker`]'s `Drop`).
+struct Inbox(mpsc::UnboundedReceiver<Msg>);
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.0.close();
+        while let Ok(msg) = self.0.try_recv() {
+            if let Msg::Register(lease, _) = msg {
+                lease.mark_lost();
+            }
+        }
+    }
+}
+
+/// The leases a request in flight carries. Dropped before the request
+/// lands (the worker's runtime shut down under it), they are marked lost:
+/// nothing renews them any more.
+struct Carried(Vec<Due>);
+
+impl Carried {
+    /// The leases, once the request has its outcome.
+    fn land(mut self) -> Vec<Due> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Carried {
+    fn drop(&mut self) {
+        for entry in &self.0 {
+            entry.lease.mark_lost();
+        }
+    }
+}
+
+/// What is known of a lease whose key the node the map names said is not
+/// local.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NonLocal {
+    /// First said when the client had completed this many topology
+    /// fetches.
+    Since(u64),
+    /// Its slot is migrating (see [`Elsewhere::OneByOne`]): it goes one by
+    /// one whenever that node says so.
+    Migrating,
 }
 
 /// A node whose renewal or release batches fail.
@@ -227,8 +341,9 @@ enum Fate {
     /// since).
     Renewed(u32),
     Lost,
-    /// Its key is not on that node (slot moved or migrating): renew it on
-    /// its own through the router, which follows MOVED and ASK.
+    /// The node says its key is not local ("non local key"): the node is
+    /// no longer the slot's primary (a failover), or the slot moved or is
+    /// migrating. What follows depends on the slot map (see [`elsewhere`]).
     Moved,
     /// The node did not answer for it (transport error, timeout,
     /// CLUSTERDOWN, not a primary): retry with the shard's next batch.
@@ -247,10 +362,11 @@ enum Landing {
         sent_at: Instant,
         fates: Vec<(Due, Fate)>,
     },
-    /// One lease renewed on its own through the router.
+    /// One lease renewed on its own through the router (`entries` holds
+    /// that one lease).
     Single {
         sent_at: Instant,
-        entry: Due,
+        entries: Vec<Due>,
         fate: Fate,
     },
     /// A background release request done.
@@ -262,7 +378,8 @@ impl Worker {
     /// a slow node delays only its own leases, and a lease whose renewal
     /// cannot be confirmed is reported lost when its TTL runs out, not when
     /// the slowest request of its tick ends.
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(mut self, mut inbox: Inbox) {
+        let rx = &mut inbox.0;
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
@@ -281,6 +398,7 @@ impl Worker {
                     while let Ok(msg) = rx.try_recv() {
                         self.accept(msg);
                     }
+                    prune_shards(&mut self.shards, &self.client.topology());
                     self.release_dropped(&flights);
                     self.renew_due(&flights);
                 }
@@ -320,6 +438,7 @@ impl Worker {
                     schedule,
                     at: expires.checked_sub(ttl - ttl / 3).unwrap_or(expires),
                     expires,
+                    non_local: None,
                     lease,
                 });
             }
@@ -442,9 +561,10 @@ impl Worker {
         }
         for (addr, entries) in groups {
             let client = self.client.clone();
-            let batch = renew_on_node(client, addr, entries, self.chunk, self.interval);
+            let batch = renew_on_node(client, addr, Carried(entries), self.chunk);
             flights.push(Box::pin(batch));
         }
+        self.start_singles(flights);
     }
 
     /// Acts on the outcome of one request.
@@ -455,63 +575,122 @@ impl Worker {
                 sent_at,
                 fates,
             } => {
-                let mut failed = false;
+                let topology = self.client.topology();
+                let refreshes = self.client.router().shared.counters.refreshes.load(Relaxed);
+                // Retried with the shard's next batch, and to be sent
+                // again at once, in the batch of the node the map names now.
                 let mut unconfirmed = Vec::new();
-                for (entry, fate) in fates {
+                let mut regroup = Vec::new();
+                let total = fates.len();
+                // The node served some of the batch: it is the primary of
+                // those slots, so its "non local key" answers are keys of a
+                // migrating slot, not a failover the map missed.
+                let serving = fates
+                    .iter()
+                    .any(|(_, fate)| matches!(fate, Fate::Renewed(_) | Fate::Lost));
+                for (mut entry, fate) in fates {
+                    match fate {
+                        Fate::Renewed(ttl_ms) => {
+                            entry.non_local = None;
+                            self.requeue(entry, sent_at, ttl_ms)
+                        }
+                        Fate::Lost => {
+                            entry.lease.mark_lost();
+                        }
+                        Fate::Unconfirmed => unconfirmed.push(entry),
+                        Fate::Moved => {
+                            let owner = topology
+                                .primary_of_slot(entry.lease.slot)
+                                .map(|n| n.addr().as_ref());
+                            match elsewhere(owner, &addr, serving, entry.non_local, refreshes) {
+                                Elsewhere::Regroup => regroup.push(entry),
+                                Elsewhere::OneByOne => {
+                                    entry.non_local = Some(NonLocal::Migrating);
+                                    self.singles.push_back(entry);
+                                }
+                                Elsewhere::Shard => {
+                                    entry.non_local.get_or_insert(NonLocal::Since(refreshes));
+                                    unconfirmed.push(entry);
+                                }
+                            }
+                        }
+                    }
+                }
+                drop(topology);
+                let failed = node_failed(total, unconfirmed.len());
+                self.note_batch(&addr, failed);
+                if !unconfirmed.is_empty() || !regroup.is_empty() {
+                    // CLUSTERDOWN, a failover, …: the map may be out of date.
+                    let _ = self.client.hint_refresh();
+                }
+                // The unconfirmed leases are retried as one batch when the
+                // shard may be tried again (at the next tick if the node
+                // answered for most of the batch), on the then current map.
+                let now = Instant::now();
+                let at = self.not_before(&addr).unwrap_or(now + self.interval);
+                for entry in unconfirmed {
+                    self.retry_at(entry, at);
+                }
+                for entry in regroup {
+                    self.retry_at(entry, now);
+                }
+                self.start_singles(flights);
+            }
+            Landing::Single {
+                sent_at,
+                entries,
+                fate,
+            } => {
+                self.singles_in_flight = self.singles_in_flight.saturating_sub(1);
+                let now = Instant::now();
+                for entry in entries {
                     match fate {
                         Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
                         Fate::Lost => {
                             entry.lease.mark_lost();
                         }
-                        Fate::Moved => {
-                            flights.push(Box::pin(renew_one(self.client.clone(), entry)))
+                        // It cannot be confirmed any more: the holder can no
+                        // longer know it holds it.
+                        Fate::Moved | Fate::Unconfirmed if now >= entry.expires => {
+                            entry.lease.mark_lost();
                         }
-                        Fate::Unconfirmed => {
-                            failed = true;
-                            unconfirmed.push(entry);
+                        Fate::Moved | Fate::Unconfirmed => {
+                            self.retry_at(entry, now + self.interval)
                         }
                     }
                 }
-                self.note_batch(&addr, failed);
-                if failed {
-                    // CLUSTERDOWN, READONLY, …: the map may be out of date.
-                    let _ = self.client.hint_refresh();
-                }
-                // The whole shard's leases are retried as one batch when
-                // it may be tried again, on the then current slot map.
-                let at = self
-                    .not_before(&addr)
-                    .unwrap_or_else(|| Instant::now() + self.interval);
-                for entry in unconfirmed {
-                    self.retry_at(entry, at);
-                }
-            }
-            Landing::Single {
-                sent_at,
-                entry,
-                fate,
-            } => {
-                let now = Instant::now();
-                match fate {
-                    Fate::Renewed(ttl_ms) => self.requeue(entry, sent_at, ttl_ms),
-                    Fate::Lost => {
-                        entry.lease.mark_lost();
-                    }
-                    // It cannot be confirmed any more: the holder can no
-                    // longer know it holds it.
-                    Fate::Moved | Fate::Unconfirmed if now >= entry.expires => {
-                        entry.lease.mark_lost();
-                    }
-                    Fate::Moved | Fate::Unconfirmed => self.retry_at(entry, now + self.interval),
-                }
+                self.start_singles(flights);
             }
             Landing::Released(released) => self.land_release(released, flights),
+        }
+    }
+
+    /// Starts one-by-one renewals up to [`SINGLES_IN_FLIGHT`]; the rest
+    /// stay queued. A queued lease whose expiry passed is lost.
+    fn start_singles(&mut self, flights: &FuturesUnordered<Flight>) {
+        let now = Instant::now();
+        while self.singles_in_flight < SINGLES_IN_FLIGHT {
+            let Some(entry) = self.singles.pop_front() else {
+                break;
+            };
+            if !entry.lease.is_held() || entry.schedule != entry.lease.schedule() {
+                continue;
+            }
+            if now >= entry.expires {
+                entry.lease.mark_lost();
+                continue;
+            }
+            self.singles_in_flight += 1;
+            let single = renew_one(self.client.clone(), Carried(vec![entry]));
+            flights.push(Box::pin(single));
         }
     }
 
     /// Schedules the next renewal of a lease renewed for `ttl_ms` by a
     /// request sent at `sent_at` (its new expiry counts from the send, the
     /// safe side).
+    /// A lease renewed one by one keeps its `non_local` mark (its key is
+    /// still away from the node the map names); a batch renewal clears it.
     fn requeue(&mut self, entry: Due, sent_at: Instant, ttl_ms: u32) {
         crate::metrics::renewed();
         if entry.schedule != entry.lease.schedule() {
@@ -525,37 +704,44 @@ impl Worker {
             schedule: entry.schedule,
             at: sent_at + ttl / 3,
             expires: sent_at + ttl,
+            non_local: entry.non_local,
             lease: entry.lease,
         });
     }
 }
 
+/// Forgets the backoff of nodes the slot map no longer names: a node that
+/// left the cluster costs no memory, and one that comes back starts afresh.
+fn prune_shards(shards: &mut HashMap<Arc<str>, Failing>, topology: &Topology) {
+    if !shards.is_empty() {
+        shards.retain(|addr, _| topology.nodes().any(|n| n.addr() == addr));
+    }
+}
+
 /// One pipeline to `addr` with a `renew_batch.lua` call per chunk of
 /// leases (a call carries one TTL, so leases are grouped by TTL first).
-/// The request is cut off when the first of its leases expires (but not
-/// before one renewal `interval`): the leases not confirmed by then are
-/// decided one by one (see [`renew_one`]), each by its own expiry.
+/// The request's deadline is the request timeout (the connection's
+/// response timeout cuts a silent node sooner), not the expiry of its
+/// first lease: a lease that expires while its batch is in flight does not
+/// cut the others off. Its holder sees it lost at its `valid_until`
+/// (`is_lost()`, `lost()`), and the worker marks it lost when the batch
+/// lands unconfirmed (or the node reports its key gone).
 async fn renew_on_node(
     client: Client,
     addr: Arc<str>,
-    entries: Vec<Due>,
+    mut carried: Carried,
     chunk: usize,
-    interval: Duration,
 ) -> Landing {
     let sent_at = Instant::now();
-    let first_expiry = entries.iter().map(|e| e.expires).min();
-    let cutoff = first_expiry.unwrap_or(sent_at).max(sent_at + interval);
-    let deadline = cutoff.min(sent_at + client.request_timeout());
-    let mut entries: Vec<(u32, Due)> = entries.into_iter().map(|e| (ttl_ms(&e.lease), e)).collect();
-    entries.sort_by_key(|(ttl_ms, _)| *ttl_ms);
-    let chunks: Vec<&[(u32, Due)]> = entries
-        .chunk_by(|a, b| a.0 == b.0)
-        .flat_map(|same_ttl| same_ttl.chunks(chunk))
-        .collect();
+    let deadline = sent_at + client.request_timeout();
+    carried.0.sort_by_cached_key(|e| ttl_ms(&e.lease));
+    // Read once: an `extend` may change a lease's TTL meanwhile.
+    let ttls: Vec<u32> = carried.0.iter().map(|e| ttl_ms(&e.lease)).collect();
+    let chunks = chunk_ranges(&ttls, chunk);
     let mut replies = None;
     // By SHA1 first; by source if the node does not know the script.
     for eval in [false, true] {
-        let pipeline = renew_pipeline(&chunks, eval);
+        let pipeline = renew_pipeline(&carried.0, &ttls, &chunks, eval);
         match client
             .router()
             .send_to_node(&addr, &pipeline, deadline)
@@ -574,16 +760,16 @@ async fn renew_on_node(
             }
         }
     }
-    crate::metrics::renew_batch(entries.len());
+    crate::metrics::renew_batch(carried.0.len());
     let fates: Vec<Fate> = match replies {
         Some(replies) => chunks
             .iter()
             .zip(replies.iter().chain(std::iter::repeat(&Value::Nil)))
-            .flat_map(|(chunk, reply)| chunk_fates(chunk.len(), chunk[0].0, reply))
+            .flat_map(|(range, reply)| chunk_fates(range.len(), ttls[range.start], reply))
             .collect(),
-        None => entries.iter().map(|_| Fate::Unconfirmed).collect(),
+        None => carried.0.iter().map(|_| Fate::Unconfirmed).collect(),
     };
-    let fates = entries.into_iter().map(|(_, e)| e).zip(fates).collect();
+    let fates = carried.land().into_iter().zip(fates).collect();
     Landing::Batch {
         addr,
         sent_at,
@@ -591,25 +777,45 @@ async fn renew_on_node(
     }
 }
 
-/// Renews one lease through the router (which follows MOVED and ASK),
-/// trying until the lease expires.
-async fn renew_one(client: Client, entry: Due) -> Landing {
+/// Splits leases sorted by TTL into runs of one TTL, each at most `chunk`
+/// long (one `renew_batch.lua` call each).
+fn chunk_ranges(ttls: &[u32], chunk: usize) -> Vec<std::ops::Range<usize>> {
+    let chunk = chunk.max(1);
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < ttls.len() {
+        let mut end = start + 1;
+        while end < ttls.len() && ttls[end] == ttls[start] && end - start < chunk {
+            end += 1;
+        }
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges
+}
+
+/// Renews one lease (the one `carried` holds) through the router, which
+/// follows MOVED and ASK, trying until the lease expires.
+async fn renew_one(client: Client, carried: Carried) -> Landing {
     let sent_at = Instant::now();
-    let lease = &entry.lease;
-    let ttl_ms = ttl_ms(lease);
-    let deadline = entry.expires.max(sent_at + Duration::from_millis(1));
-    let request = scripts::extend(&lease.key, &lease.value(), ttl_ms.into());
-    let fate = match client.execute_until(lease.slot, &request, deadline).await {
-        Ok(replies) => match replies.first() {
-            Some(Value::Int(1)) => Fate::Renewed(ttl_ms),
-            Some(Value::Int(0)) => Fate::Lost,
-            _ => Fate::Unconfirmed,
-        },
-        Err(_) => Fate::Unconfirmed,
-    };
+    let mut fate = Fate::Unconfirmed;
+    if let Some(entry) = carried.0.first() {
+        let lease = &entry.lease;
+        let ttl_ms = ttl_ms(lease);
+        let deadline = entry.expires.max(sent_at + Duration::from_millis(1));
+        let request = scripts::extend(&lease.key, &lease.value(), ttl_ms.into());
+        fate = match client.execute_until(lease.slot, &request, deadline).await {
+            Ok(replies) => match replies.first() {
+                Some(Value::Int(1)) => Fate::Renewed(ttl_ms),
+                Some(Value::Int(0)) => Fate::Lost,
+                _ => Fate::Unconfirmed,
+            },
+            Err(_) => Fate::Unconfirmed,
+        };
+    }
     Landing::Single {
         sent_at,
-        entry,
+        entries: carried.land(),
         fate,
     }
 }
@@ -619,11 +825,17 @@ fn ttl_ms(lease: &Lease) -> u32 {
     u32::try_from(lease.ttl().as_millis()).unwrap_or(u32::MAX)
 }
 
-/// `EVALSHA renew_batch 0 ttl key value key value …` per chunk.
-fn renew_pipeline(chunks: &[&[(u32, Due)]], eval: bool) -> redis::Pipeline {
+/// `EVALSHA renew_batch 0 ttl key value key value …` per chunk (a range
+/// of `entries`, all of the TTL `ttls` gives them).
+fn renew_pipeline(
+    entries: &[Due],
+    ttls: &[u32],
+    chunks: &[std::ops::Range<usize>],
+    eval: bool,
+) -> redis::Pipeline {
     let script = &*scripts::RENEW_BATCH;
     let mut pipeline = redis::Pipeline::with_capacity(chunks.len());
-    for chunk in chunks {
+    for range in chunks {
         let mut cmd = if eval {
             let mut c = redis::cmd("EVAL");
             c.arg(script.source());
@@ -633,8 +845,8 @@ fn renew_pipeline(chunks: &[&[(u32, Due)]], eval: bool) -> redis::Pipeline {
             c.arg(script.sha1());
             c
         };
-        cmd.arg(0).arg(chunk[0].0);
-        for (_, entry) in chunk.iter() {
+        cmd.arg(0).arg(ttls[range.start]);
+        for entry in &entries[range.clone()] {
             cmd.arg(&entry.lease.key[..]).arg(entry.lease.value());
         }
         pipeline.add_command(cmd);
@@ -644,6 +856,53 @@ fn renew_pipeline(chunks: &[&[(u32, Due)]], eval: bool) -> redis::Pipeline {
 
 fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+/// What to do with a lease whose key a node reported "non local".
+#[derive(Debug, PartialEq, Eq)]
+enum Elsewhere {
+    /// The map already names another node (or none) for its slot: send it
+    /// again at once, in the batch of the node named now.
+    Regroup,
+    /// The map still names the node that answered: most likely that node
+    /// is no longer the slot's primary (a failover the map has not caught
+    /// up with, or an old primary back as a replica, which answers "non
+    /// local key" for every key). A shard failure: hint a refresh and
+    /// retry with the shard's next batch, on the map then current.
+    Shard,
+    /// The map still names that node, and that node served other leases
+    /// of the batch, or the map still names it after a topology fetch that
+    /// started after the first such answer: the slot is migrating; renew
+    /// the lease on its own through the router, which follows ASK.
+    OneByOne,
+}
+
+/// Decides [`Elsewhere`] for a lease of a slot the map now gives to
+/// `owner`, reported non local by `answered`, which renewed or found gone
+/// other leases of the same batch when `serving` (so it is a primary);
+/// `known` is what earlier answers told (see [`Due::non_local`]),
+/// `refreshes` the count of completed topology fetches now. Two more
+/// fetches than at the first report guarantee that one of them started
+/// after it.
+fn elsewhere(
+    owner: Option<&str>,
+    answered: &str,
+    serving: bool,
+    known: Option<NonLocal>,
+    refreshes: u64,
+) -> Elsewhere {
+    let confirmed = match known {
+        Some(NonLocal::Migrating) => true,
+        Some(NonLocal::Since(seen)) => refreshes >= seen.saturating_add(2),
+        None => false,
+    };
+    if owner != Some(answered) {
+        Elsewhere::Regroup
+    } else if serving || confirmed {
+        Elsewhere::OneByOne
+    } else {
+        Elsewhere::Shard
+    }
 }
 
 /// Per-lease fates from one `renew_batch.lua` reply for `n` leases renewed
@@ -664,17 +923,29 @@ fn chunk_fates(n: usize, ttl_ms: u32, reply: &Value) -> Vec<Fate> {
     }
 }
 
+/// Whether a batch of `total` leases of which `unconfirmed` came back
+/// without an answer counts as the node's failure (backing it off): only
+/// when the node left most of the batch unanswered. One key's error does
+/// not back off the shard; its lease alone is retried.
+fn node_failed(total: usize, unconfirmed: usize) -> bool {
+    unconfirmed > 0 && unconfirmed.saturating_mul(2) >= total
+}
+
 /// The fate of a lease whose entry in a `renew_batch.lua` reply is an error
-/// text: its key is elsewhere when the script could not reach it on this
-/// node ("non local key": the slot moved or is migrating; renewed on its
-/// own through the router); any other error (the cluster is down, the node
-/// is read-only, …) is the shard's, retried with its next batch.
+/// text: lost when the key holds another type (`WRONGTYPE`: overwritten,
+/// so not our lock any more); `Moved` when the script could not reach it
+/// on this node ("non local key", see [`elsewhere`]); any other error (the
+/// cluster is down, the node is read-only, …) is unconfirmed, retried with
+/// the shard's next batch.
 fn item_error_fate(item: &Value) -> Fate {
     let text = match item {
         Value::BulkString(b) => String::from_utf8_lossy(b),
         Value::SimpleString(s) => s.as_str().into(),
         _ => return Fate::Unconfirmed,
     };
+    if text.starts_with("WRONGTYPE") {
+        return Fate::Lost;
+    }
     let moved = ["non local key", "MOVED", "ASK", "TRYAGAIN"]
         .iter()
         .any(|marker| text.contains(marker));
@@ -705,35 +976,121 @@ mod tests {
             .collect()
     }
 
-    /// Per-lease errors go one by one through the router only when the key
-    /// is elsewhere ("non local key"); the shard's own errors, a whole-call
-    /// error and a reply of the wrong shape are retried with the shard's
-    /// next batch.
+    /// A per-lease "non local key" (what Redis 7.0 answers for every key
+    /// when the node is no longer the slot's primary, and for keys of a
+    /// slot moved or migrating) is `Moved`, decided by [`elsewhere`]; the
+    /// shard's own errors, a whole-call error and a reply of the wrong
+    /// shape are retried with the shard's next batch.
     #[test]
-    fn only_moved_keys_go_one_by_one() {
+    fn non_local_keys_and_shard_errors() {
         let reply = Value::Array(vec![
             Value::Int(1),
             Value::Int(0),
-            text("ERR Script attempted to access a non local key in a cluster node script: f_1"),
+            // Verbatim from a 7.0.15 replica (a failed-over old primary).
+            text("ERR Script attempted to access a non local key in a cluster node"),
             text("ERR Script attempted to execute a command while the cluster is down"),
             text("READONLY You can't write against a read only replica."),
             Value::Nil,
+            text("WRONGTYPE Operation against a key holding the wrong kind of value"),
         ]);
         assert_eq!(
-            names(&chunk_fates(6, 900, &reply)),
+            names(&chunk_fates(7, 900, &reply)),
             [
                 "renewed",
                 "lost",
                 "moved",
                 "unconfirmed",
                 "unconfirmed",
-                "unconfirmed"
+                "unconfirmed",
+                "lost"
             ]
         );
         let down = redis::parse_redis_value(b"-CLUSTERDOWN The cluster is down\r\n").unwrap();
         assert_eq!(names(&chunk_fates(2, 900, &down)), ["unconfirmed"; 2]);
         let short = Value::Array(vec![Value::Int(1)]);
         assert_eq!(names(&chunk_fates(2, 900, &short)), ["unconfirmed"; 2]);
+    }
+
+    /// A non local key goes one by one only when the map still names the
+    /// node that answered and that node served other keys of the batch, or
+    /// after a fetch that started after the first such answer (a migrating
+    /// slot); while the map names it, the node served nothing and no such
+    /// fetch completed, it is a shard failure (a failover the map missed);
+    /// when the map names another node or none, it is sent in that batch.
+    #[test]
+    fn non_local_key_decisions() {
+        let a = "10.0.0.1:7000";
+        let b = "10.0.0.2:7000";
+        use NonLocal::{Migrating, Since};
+        /// The map's owner, whether the node served others, what was
+        /// known, fetches now, and the decision.
+        type Row<'a> = (Option<&'a str>, bool, Option<NonLocal>, u64, Elsewhere);
+        let table: &[Row] = &[
+            (Some(a), false, None, 5, Elsewhere::Shard),
+            (Some(a), false, Some(Since(5)), 5, Elsewhere::Shard),
+            (Some(a), false, Some(Since(5)), 6, Elsewhere::Shard),
+            (Some(a), false, Some(Since(5)), 7, Elsewhere::OneByOne),
+            (Some(a), false, Some(Migrating), 0, Elsewhere::OneByOne),
+            (Some(a), true, None, 5, Elsewhere::OneByOne),
+            (Some(b), false, None, 0, Elsewhere::Regroup),
+            (Some(b), true, Some(Since(1)), 9, Elsewhere::Regroup),
+            (Some(b), false, Some(Migrating), 9, Elsewhere::Regroup),
+            (None, false, None, 0, Elsewhere::Regroup),
+        ];
+        for (owner, serving, seen, refreshes, expected) in table {
+            assert_eq!(
+                elsewhere(*owner, a, *serving, *seen, *refreshes),
+                *expected,
+                "owner {owner:?}, serving {serving}, seen {seen:?}, refreshes {refreshes}"
+            );
+        }
+    }
+
+    /// A node backs off only when it left most of a batch unanswered.
+    #[test]
+    fn one_unconfirmed_key_does_not_fail_the_node() {
+        let table = [
+            (1, 0, false),
+            (1, 1, true),
+            (10, 1, false),
+            (10, 4, false),
+            (10, 5, true),
+            (10, 10, true),
+            (0, 0, false),
+            (usize::MAX, usize::MAX, true),
+        ];
+        for (total, unconfirmed, failed) in table {
+            assert_eq!(
+                node_failed(total, unconfirmed),
+                failed,
+                "{unconfirmed} of {total}"
+            );
+        }
+    }
+
+    /// The backoff of nodes the map no longer names is forgotten.
+    #[test]
+    fn backoff_of_departed_nodes_is_pruned() {
+        let failing = || Failing {
+            failures: 3,
+            not_before: Instant::now(),
+        };
+        let mut shards: HashMap<Arc<str>, Failing> = HashMap::new();
+        shards.insert("10.0.0.1:7000".into(), failing());
+        shards.insert("10.0.0.2:7000".into(), failing());
+        prune_shards(&mut shards, &Topology::standalone("10.0.0.1:7000"));
+        let left: Vec<&str> = shards.keys().map(|a| a.as_ref()).collect();
+        assert_eq!(left, ["10.0.0.1:7000"]);
+        prune_shards(&mut shards, &Topology::standalone("10.0.0.3:7000"));
+        assert!(shards.is_empty());
+    }
+
+    /// Leases sorted by TTL split into runs of one TTL of at most `chunk`.
+    #[test]
+    fn chunks_hold_one_ttl() {
+        assert_eq!(chunk_ranges(&[], 2), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(chunk_ranges(&[5, 5, 5, 7], 2), [0..2, 2..3, 3..4]);
+        assert_eq!(chunk_ranges(&[5, 5], 0), [0..1, 1..2]);
     }
 }
 

@@ -150,3 +150,102 @@ fn lock_manager_renews_on_a_later_runtime() {
         .await;
     });
 }
+
+/// A guard taken on a runtime whose renewal task then dies with it is lost
+/// at once (`is_lost()` right after the runtime is dropped, long before its
+/// TTL runs out), and `lost()` awaited on another runtime resolves.
+#[test]
+fn leases_of_a_renewal_task_that_died_are_lost_at_once() {
+    let harness = runtime(true);
+    let cluster = harness.block_on(TestCluster::start()).unwrap();
+    let ttl = Duration::from_secs(60);
+    let first = runtime(false);
+    let (mgr, guard) = first.block_on(async {
+        let mgr = LockManager::builder()
+            .seeds(cluster.seeds())
+            .namespace("lock:")
+            .request_timeout(Duration::from_secs(20))
+            .build()
+            .await
+            .unwrap();
+        let guard = mgr.lock("rt:orphaned").ttl(ttl).acquire().await.unwrap();
+        (mgr, guard)
+    });
+    let guard = std::sync::Arc::new(guard);
+    assert!(!guard.is_lost());
+    let second = runtime(true);
+    let waiter = {
+        let guard = guard.clone();
+        second.spawn(async move { guard.lost().await })
+    };
+    drop(first);
+    assert!(
+        guard.is_lost(),
+        "the lease is not lost once its renewal task died with its runtime"
+    );
+    assert!(
+        guard.valid_until() > Instant::now() + ttl / 2,
+        "long before its TTL"
+    );
+    second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("lost() resolves on the other runtime")
+            .unwrap();
+        // The manager works on the new runtime.
+        let g = mgr.lock("rt:after").acquire().await.unwrap();
+        g.release().await.unwrap();
+    });
+    drop(guard);
+    drop(second);
+}
+
+/// A request made on one live runtime and queued in a node's batching
+/// worker that runs on another, which then shuts down, is retried through
+/// a new worker on its own runtime and succeeds: a stopped worker is not a
+/// fatal error.
+#[test]
+fn requests_queued_in_a_worker_whose_runtime_stopped_are_retried() {
+    let harness = runtime(true);
+    let cluster = harness.block_on(TestCluster::start()).unwrap();
+    let key = key_in(7, "rt:queued");
+    let get = redis::cmd("GET").arg(&key).clone();
+    // The node's batcher and connection start on `first`.
+    let first = runtime(true);
+    let c = first.block_on(async {
+        let c = client(&cluster).await;
+        let none: Option<String> = c.query(&key, get.clone()).await.unwrap();
+        assert_eq!(none, None);
+        c
+    });
+    let node = harness.block_on(cluster.primary_of_slot(7)).unwrap();
+    cluster.pause(&node).unwrap();
+    let second = runtime(true);
+    let written = c.stats().writes;
+    let queries = {
+        let c = c.clone();
+        second.spawn(async move {
+            // The first goes out at once; the second, finding it
+            // unanswered, is queued in the worker running on `first`.
+            let gets = (0..2).map(|_| c.query::<Option<String>>(&key, get.clone()));
+            futures::future::join_all(gets).await
+        })
+    };
+    let c2 = &c;
+    harness.block_on(wait_until(
+        Duration::from_secs(10),
+        "both requests written (one by the worker on the first runtime)",
+        || async move { c2.stats().writes >= written + 2 },
+    ));
+    drop(first);
+    cluster.resume(&node).unwrap();
+    let results = second
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), queries).await })
+        .expect("the requests return")
+        .unwrap();
+    for r in results {
+        let value = r.unwrap_or_else(|e| panic!("a request queued in the stopped worker: {e}"));
+        assert_eq!(value, None);
+    }
+    drop(second);
+}

@@ -10,6 +10,7 @@ use shardlock::testkit::TestCluster;
 use shardlock::{Error, LockManager};
 use tokio::time::Instant;
 
+use crate::support::recorded::{counter_with, recorded};
 use crate::support::{key_in, wait_until};
 
 /// The slot of every key here.
@@ -242,4 +243,52 @@ async fn plain_cycle_latency_beside_replicas_acquires() {
         alone.len(),
         beside.len(),
     );
+}
+
+/// With the slot's primary dead (connections refused) and the slot map
+/// still naming it, concurrent `.replicas(1)` acquires do not each open a
+/// connection per attempt: blocking connections go through the node's
+/// reconnect backoff, so refused attempts stay a handful while the other
+/// attempts fail fast in backoff.
+#[test]
+fn blocking_connects_respect_the_reconnect_backoff() {
+    const ACQUIRES: usize = 8;
+    let snapshot = recorded(|| async {
+        let cluster = TestCluster::start().await.unwrap();
+        let mgr = LockManager::builder()
+            .seeds(cluster.seeds())
+            .namespace("lock:")
+            // Over before the replica can take over (node timeout 1 s).
+            .request_timeout(Duration::from_millis(800))
+            .build()
+            .await
+            .unwrap();
+        let primary = cluster.primary_of_slot(SLOT).await.unwrap();
+        cluster.kill(&primary).unwrap();
+        let acquires = (0..ACQUIRES).map(|i| {
+            mgr.lock(key_in(SLOT, &format!("dead{i}")))
+                .replicas(1)
+                .acquire()
+        });
+        for result in futures::future::join_all(acquires).await {
+            assert!(result.is_err(), "an acquire on a dead primary succeeded");
+        }
+    });
+    let kind = |k: &str| {
+        counter_with(
+            &snapshot,
+            shardlock::metrics::COMMAND_ERRORS_TOTAL,
+            &[("kind", k)],
+        )
+    };
+    let (refused, backoff) = (kind("connection_refused"), kind("node_backoff"));
+    println!(
+        "{ACQUIRES} concurrent .replicas(1) acquires on a dead primary for 800 ms: \
+         {refused} refused connection attempts, {backoff} attempts failed fast in backoff"
+    );
+    assert!(
+        refused <= 10,
+        "{refused} refused connection attempts: one per blocking attempt, not per backoff delay"
+    );
+    assert!(backoff > 0, "no attempt met the node's backoff");
 }

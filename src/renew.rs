@@ -699,7 +699,7 @@ impl Worker {
             return;
         }
         let ttl = Duration::from_millis(ttl_ms.into());
-        entry.lease.confirm(sent_at, ttl);
+        entry.lease.confirm_renewal(sent_at, ttl, entry.schedule);
         self.queue.push(Due {
             schedule: entry.schedule,
             at: sent_at + ttl / 3,

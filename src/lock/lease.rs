@@ -225,16 +225,6 @@ impl Lease {
         }
     }
 
-    /// [`confirm_renewal`](Self::confirm_renewal) for the current
-    /// schedule: the renewal task's call from before `confirm_renewal`
-    /// existed, kept so that it compiles. It checks the schedule itself
-    /// first, and an extend that runs entirely between that check and this
-    /// call is not noticed here: the call should pass its entry's schedule
-    /// to `confirm_renewal` instead.
-    pub(crate) fn confirm(&self, sent_at: Instant, ttl: Duration) {
-        self.confirm_renewal(sent_at, ttl, self.schedule());
-    }
-
     /// Before an extend to `ttl` sent at `sent_at`: the lease may end as
     /// soon as that (a shorter TTL cuts it on the server even if the reply
     /// is lost), and renewals already in flight must not move it later.

@@ -473,15 +473,15 @@ pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool
     } else {
         scripts::release(&lease.key, &lease.value())
     };
-    let first_sent = Instant::now();
+    // Read before sending: a renewal that was in flight when the lease was
+    // taken for release may still raise it.
+    let valid_until = lease.valid_until();
     let released = match send_release(client, lease, &request).await {
         Ok((replies, resent)) => scripts::released(&replies).map(|found| match found {
             Released::Deleted => true,
-            Released::Absent => absent_counts_as_released(
-                resent,
-                state == RELEASED,
-                first_sent < lease.valid_until(),
-            ),
+            Released::Absent => {
+                absent_counts_as_released(resent, state == RELEASED, Instant::now() < valid_until)
+            }
             Released::Other => false,
         }),
         Err(e) => Err(e),
@@ -515,13 +515,17 @@ enum Resent {
 }
 
 /// Whether a release that found the key absent counts as released: only
-/// when a resend went to the node an unanswered earlier attempt went to
-/// (that attempt most likely deleted the key), and the lease was held and
-/// valid when the first attempt was sent. After a failover the key may be
-/// absent because the lease was lost with the old primary's writes: then
-/// it does not count.
-fn absent_counts_as_released(resent: Resent, held: bool, valid_at_first: bool) -> bool {
-    resent == Resent::ToTheSameNode && held && valid_at_first
+/// when a resend went to the node an unanswered earlier attempt went to,
+/// the lease was held when taken for release, and the reply that found the
+/// key absent came back before the lease's `valid_until` (read before the
+/// first attempt). `valid_until` is never later than the key's expiry on
+/// the server, so the key cannot have expired by its TTL by then: the
+/// unanswered attempt deleted it. A reply after `valid_until` may have
+/// found a key that expired (the critical section outlived the lease), and
+/// after a failover the key may be absent because the lease was lost with
+/// the old primary's writes: neither counts.
+fn absent_counts_as_released(resent: Resent, held: bool, answered_while_valid: bool) -> bool {
+    resent == Resent::ToTheSameNode && held && answered_while_valid
 }
 
 /// Where `slot` is served in the slot map in use: its version and the
@@ -573,7 +577,12 @@ async fn send_release(
                 ..
             }) => {
                 attempts = attempts.saturating_add(tried);
-                unanswered |= matches!(last, RetryCause::TimedOut | RetryCause::ConnectionLost);
+                // A request written before its batching worker ended with
+                // its runtime may have run too.
+                unanswered |= matches!(
+                    last,
+                    RetryCause::TimedOut | RetryCause::ConnectionLost | RetryCause::WorkerStopped
+                );
                 let now = Instant::now();
                 if lease.retry == Retry::RedirectsOnly || now >= deadline {
                     return Err(Error::DeadlineExceeded {
@@ -595,8 +604,8 @@ mod tests {
     use super::*;
 
     /// An absent key counts as released only after an unanswered attempt
-    /// whose resend went to the same node, for a lease held and valid at
-    /// the first attempt.
+    /// whose resend went to the same node, for a lease held when taken for
+    /// release, with the reply back before its `valid_until`.
     /// A renewal confirmed after an extend ran entirely between the
     /// renewal task's schedule check and its confirmation (a renewal with
     /// the old 10 s TTL, the extend to 1 s) does not raise `valid_until`

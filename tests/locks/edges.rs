@@ -369,6 +369,52 @@ fn release_with_a_lost_reply_counts_as_released() {
     assert_eq!(releases("not_held"), 0);
 }
 
+/// A release sent just before the lease ran out, whose first attempt went
+/// unanswered (server stopped) and whose resend came back only after the
+/// lease's `valid_until` and found the key absent (it expired on the
+/// server meanwhile), is `NotHeld`, counted as not_held: the critical
+/// section outlived the lease, and an absent key then proves nothing.
+#[test]
+fn release_answered_after_expiry_is_not_held() {
+    let snapshot = recorded(|| async {
+        let server = StandaloneServer::start().await.unwrap();
+        let mgr = impatient(&server, Duration::from_millis(200), Duration::from_secs(10)).await;
+        let mut conn = raw(&server).await;
+        warm(&mgr).await;
+        let guard = mgr
+            .lock("expired")
+            .ttl(Duration::from_millis(1500))
+            .auto_renew(false)
+            .acquire()
+            .await
+            .unwrap();
+        let valid_until = guard.valid_until();
+
+        server.pause().unwrap();
+        let before = mgr.client().stats().retryable_errors;
+        let release = guard.release();
+        tokio::pin!(release);
+        tokio::select! {
+            got = &mut release => panic!("the release ended while the server was stopped: {got:?}"),
+            () = wait_attempt_timed_out(&mgr, before) => {}
+        }
+        // The stop lasts until the lease has run out (the fault's length,
+        // not a wait for a result).
+        tokio::select! {
+            got = &mut release => panic!("the release ended while the server was stopped: {got:?}"),
+            () = tokio::time::sleep_until(valid_until + Duration::from_millis(300)) => {}
+        }
+        server.resume().unwrap();
+        let released = release.await;
+        assert!(matches!(released, Err(Error::NotHeld)), "{released:?}");
+        assert!(!exists(&mut conn, "expired").await);
+    });
+    let releases = |outcome| counter_with(&snapshot, RELEASES_TOTAL, &[("outcome", outcome)]);
+    // The warm-up's release only.
+    assert_eq!(releases("released"), 1);
+    assert_eq!(releases("not_held"), 1);
+}
+
 /// A lease reported lost only because renewal could not confirm it, while
 /// an extend whose reply was lost (the server was stopped) kept our token
 /// there with a 30 s TTL, is still deleted by token: `release()` returns Ok

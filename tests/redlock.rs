@@ -599,3 +599,39 @@ async fn a_lost_instance_is_released_once_on_drop() {
         assert_eq!(a - b, 1, "instance {i}: one background release");
     }
 }
+
+/// A release on an instance that does not answer within the instance
+/// timeout (stopped) is handed to that instance's background release, so
+/// the key does not outlive the release by its TTL when the instance
+/// answers again; instances that answered queue nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_times_out_is_finished_in_the_background() {
+    let servers = servers(3).await;
+    let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
+    let mgr = redlock_over(managers.clone());
+    let guard = mgr
+        .lock("slow")
+        .ttl(Duration::from_secs(30))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(guard.instances_held(), 3);
+    let before = background_releases(&managers);
+    servers[0].pause().unwrap();
+    let released = guard.release().await;
+    let handed_over = background_releases(&managers) - before;
+    servers[0].resume().unwrap();
+    released.unwrap();
+    assert_eq!(
+        handed_over, 1,
+        "the stopped instance's release goes to the background, the others' do not"
+    );
+    wait::wait_until(
+        Duration::from_secs(5),
+        "the stopped instance's key to be released",
+        || async { !exists(&servers[0], "slow").await },
+    )
+    .await;
+    assert!(!exists(&servers[1], "slow").await && !exists(&servers[2], "slow").await);
+}

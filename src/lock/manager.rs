@@ -457,6 +457,15 @@ impl LockManager {
         super::lease::release_lease(self.client(), &lease).await
     }
 
+    /// [`release_token`](Self::release_token) in the background (a
+    /// foreground one that timed out or failed after it may have been
+    /// written).
+    pub(crate) fn release_token_in_background(&self, key: &[u8], token: u128, ttl: Duration) {
+        if let Ok(lease) = self.unguarded_lease(key, token, ttl) {
+            self.release_in_background(lease);
+        }
+    }
+
     /// Releases a lease whose guard was dropped, without waiting.
     pub(crate) fn release_in_background(&self, lease: Arc<Lease>) {
         self.inner

@@ -26,5 +26,6 @@ pub(crate) use manager::wait_deadline;
 pub use manager::{LockManager, LockManagerBuilder};
 pub use many::{LockGuards, ManyLockRequest};
 pub use request::LockRequest;
+pub(crate) use request::nothing_written;
 pub use token::FencingToken;
 pub(crate) use token::new_token;

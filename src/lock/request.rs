@@ -301,7 +301,7 @@ impl LockRequest {
 /// backoff) or no node serving the slot. Then no key can hold its token.
 /// With more attempts, only the last one's cause is known, and an earlier
 /// one may have been written.
-fn nothing_written(error: &Error) -> bool {
+pub(crate) fn nothing_written(error: &Error) -> bool {
     matches!(
         error,
         Error::DeadlineExceeded {

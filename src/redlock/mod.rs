@@ -246,7 +246,11 @@ impl RedlockManager {
 
     /// Releases `token`'s lease on `key` (of at most `ttl`) on every
     /// instance in `which`, each bounded by the instance timeout; returns
-    /// how many were still ours.
+    /// how many were still ours. An instance that did not answer in time,
+    /// or failed after the release may have been written, is handed to its
+    /// background release, which keeps trying until the lease has expired
+    /// (one that refused the connection has nothing of ours to release
+    /// that this attempt could reach, and queues nothing).
     pub(crate) async fn release_on(
         &self,
         key: &[u8],
@@ -258,10 +262,14 @@ impl RedlockManager {
         let released = join_all(which.iter().map(|&i| {
             let manager = &self.managers()[i];
             async move {
-                matches!(
-                    tokio::time::timeout(timeout, manager.release_token(key, token, ttl)).await,
-                    Ok(Ok(true))
-                )
+                match tokio::time::timeout(timeout, manager.release_token(key, token, ttl)).await {
+                    Ok(Ok(released)) => released,
+                    Ok(Err(e)) if crate::lock::nothing_written(&e) => false,
+                    _ => {
+                        manager.release_token_in_background(key, token, ttl);
+                        false
+                    }
+                }
             }
         }))
         .await;

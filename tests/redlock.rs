@@ -635,3 +635,48 @@ async fn a_release_that_times_out_is_finished_in_the_background() {
     .await;
     assert!(!exists(&servers[1], "slow").await && !exists(&servers[2], "slow").await);
 }
+
+/// Once `is_lost()` is true it stays true: renewal stopped until the
+/// Redlock deadline (validity less a wide drift allowance) passed, then an
+/// instance renewal landing within the allowance moves the deadline ahead
+/// again, and the guard still reports the lease lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_lost_stays_true() {
+    let servers = servers(3).await;
+    let managers = join_all(servers.iter().map(|s| manager_for(s.url()))).await;
+    let mgr = RedlockManager::builder()
+        .instances(managers.clone())
+        .instance_timeout(INSTANCE_TIMEOUT)
+        .drift_factor(0.4)
+        .build()
+        .unwrap();
+    let guard = mgr
+        .lock("sticky")
+        .ttl(Duration::from_secs(3))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    for m in &managers {
+        m.pause_renewal(true);
+    }
+    wait::wait_until(
+        Duration::from_secs(5),
+        "the Redlock deadline to pass",
+        || async { guard.is_lost() },
+    )
+    .await;
+    for m in &managers {
+        m.pause_renewal(false);
+    }
+    wait::wait_until(
+        Duration::from_secs(5),
+        "an instance renewal to move the deadline ahead",
+        || async { guard.validity_deadline() > tokio::time::Instant::now() },
+    )
+    .await;
+    assert!(guard.is_lost(), "is_lost() turned false again");
+    tokio::time::timeout(Duration::from_secs(1), guard.lost())
+        .await
+        .expect("lost() resolves at once");
+}

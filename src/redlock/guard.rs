@@ -32,6 +32,9 @@ pub struct RedlockGuard {
     released: bool,
     /// Whether the instances renew it (decides the TTL floor of `extend`).
     auto_renew: bool,
+    /// Set once the lease was seen lost: it stays lost, even if a renewal
+    /// lands within the drift allowance afterwards.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl RedlockGuard {
@@ -51,6 +54,7 @@ impl RedlockGuard {
             guards,
             released: false,
             auto_renew,
+            lost: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -84,13 +88,23 @@ impl RedlockGuard {
             .unwrap_or_else(|| Instant::now() - Duration::from_nanos(1))
     }
 
-    /// True once the validity deadline has passed.
+    /// True once the validity deadline has passed; stays true from then on
+    /// (a renewal landing within the drift allowance afterwards does not
+    /// make the lease trusted again).
     pub fn is_lost(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.lost.load(Relaxed) {
+            return true;
+        }
         // The deadline first: with fewer than a quorum held it is "just
         // before now", which must not be later than the time it is
         // compared with.
         let deadline = self.validity_deadline();
-        Instant::now() >= deadline
+        let lost = Instant::now() >= deadline;
+        if lost {
+            self.lost.store(true, Relaxed);
+        }
+        lost
     }
 
     /// Resolves when the validity deadline passes without a majority
@@ -98,10 +112,10 @@ impl RedlockGuard {
     /// that no majority is left.
     pub async fn lost(&self) {
         loop {
-            let deadline = self.validity_deadline();
-            if Instant::now() >= deadline {
+            if self.is_lost() {
                 return;
             }
+            let deadline = self.validity_deadline();
             let losses: Vec<_> = self.held().map(|g| Box::pin(g.lost())).collect();
             if losses.is_empty() {
                 tokio::time::sleep_until(deadline).await;

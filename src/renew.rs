@@ -9,7 +9,11 @@
 //! request in flight, or registered but not yet read) is marked lost as the
 //! worker is dropped, so `is_lost()` is true and `lost()` resolves then,
 //! not at the lease's expiry; the next registration or release (made from
-//! within another runtime) starts a new worker there.
+//! within another runtime) starts a new worker there. The old worker's
+//! background releases not yet decided (queued, unread, or in a request
+//! dropped in flight) are kept in the handle's hand-over and taken over by
+//! the next worker, when it starts and at each tick; if no worker is ever
+//! started again, those keys expire by their TTL.
 //!
 //! Each tick (every `renew_interval`) the worker takes the leases due — a
 //! lease is due once a third of its TTL has passed since its last renewal —
@@ -93,7 +97,7 @@ use crate::backoff::Backoff;
 use crate::client::Client;
 use crate::lock::Lease;
 use crate::redirect::Action;
-use crate::releases::{Released, Releases};
+use crate::releases::{Handover, Released, Releases};
 use crate::scripts;
 use crate::topology::Topology;
 
@@ -116,6 +120,9 @@ pub(crate) struct RenewHandle {
     interval: Duration,
     chunk: usize,
     paused: Arc<AtomicBool>,
+    /// Background releases a worker dropped with its runtime left
+    /// undecided; the next worker takes them over.
+    handover: Handover,
 }
 
 enum Msg {
@@ -142,9 +149,9 @@ impl RenewHandle {
     /// started it and ends when that runtime shuts down; the next message
     /// (sent from within another runtime) starts a new worker there. The
     /// leases the old worker had were marked lost when it was dropped (see
-    /// [`Worker`]'s `Drop`). Outside any runtime the message is dropped:
-    /// a registration's lease is then marked lost, a release's expires by
-    /// its TTL.
+    /// [`Worker`]'s `Drop`); the releases it had not decided are taken
+    /// over by the new one. Outside any runtime a registration's lease is
+    /// marked lost, and a release waits for the next worker.
     fn send(&self, msg: Msg) {
         let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg) else {
             return;
@@ -154,14 +161,23 @@ impl RenewHandle {
             return;
         };
         if tokio::runtime::Handle::try_current().is_err() {
-            if let Msg::Register(lease, _) = msg {
+            match msg {
                 // Nothing can renew it.
-                lease.mark_lost();
+                Msg::Register(lease, _) => {
+                    lease.mark_lost();
+                }
+                Msg::Release(lease) => hand_over(&self.handover, [lease]),
             }
             return;
         }
         tracing::debug!("the renewal task stopped with its runtime; starting it again");
-        let tx = start(&self.client, self.interval, self.chunk, &self.paused);
+        let tx = start(
+            &self.client,
+            self.interval,
+            self.chunk,
+            &self.paused,
+            &self.handover,
+        );
         let _ = tx.send(msg);
         self.tx.store(Arc::new(tx));
     }
@@ -178,7 +194,8 @@ impl RenewHandle {
 /// dropped (or with the runtime).
 pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHandle {
     let paused = Arc::new(AtomicBool::new(false));
-    let tx = start(&client, interval, chunk, &paused);
+    let handover = Handover::default();
+    let tx = start(&client, interval, chunk, &paused, &handover);
     RenewHandle {
         tx: ArcSwap::from_pointee(tx),
         respawn: Mutex::new(()),
@@ -186,6 +203,7 @@ pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHa
         interval,
         chunk,
         paused,
+        handover,
     }
 }
 
@@ -194,21 +212,32 @@ fn start(
     interval: Duration,
     chunk: usize,
     paused: &Arc<AtomicBool>,
+    handover: &Handover,
 ) -> mpsc::UnboundedSender<Msg> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let worker = Worker {
+    let mut worker = Worker {
         paused: paused.clone(),
         client: client.clone(),
         interval,
         chunk,
         queue: BinaryHeap::new(),
         releases: Releases::default(),
+        handover: handover.clone(),
         shards: HashMap::new(),
         singles: VecDeque::new(),
         singles_in_flight: 0,
     };
-    tokio::spawn(worker.run(Inbox(rx)));
+    worker.adopt();
+    tokio::spawn(worker.run(Inbox(rx, handover.clone())));
     tx
+}
+
+/// Keeps `leases` for the next worker to release.
+fn hand_over(handover: &Handover, leases: impl IntoIterator<Item = Arc<Lease>>) {
+    handover
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(leases);
 }
 
 /// A lease waiting for its next renewal (or in flight).
@@ -255,6 +284,9 @@ struct Worker {
     queue: BinaryHeap<Due>,
     /// Background releases, batched per node.
     releases: Releases,
+    /// Where this worker leaves its undecided releases when dropped with
+    /// its runtime, and takes over those of a worker dropped before it.
+    handover: Handover,
     /// Nodes whose last batch failed, and when they may be tried again.
     shards: HashMap<Arc<str>, Failing>,
     /// Leases to renew one by one through the router (their slot's node
@@ -267,28 +299,38 @@ struct Worker {
 /// The leases the worker holds die with it: when its runtime shuts down,
 /// every lease still held that it was renewing (queued, waiting to go one
 /// by one, or in a request in flight, see [`Carried`]) is marked lost at
-/// once, so `lost()` resolves then rather than at `valid_until`. When the
-/// worker ends because every handle is gone, no lease is held any more and
-/// this marks nothing.
+/// once, so `lost()` resolves then rather than at `valid_until`. Its
+/// background releases not yet decided (queued, or in a request in
+/// flight) go to the hand-over, for the next worker. When the worker ends
+/// because every handle is gone, no lease is held any more, its releases
+/// are decided, and this does nothing.
 impl Drop for Worker {
     fn drop(&mut self) {
         for entry in self.queue.drain().chain(self.singles.drain(..)) {
             entry.lease.mark_lost();
+        }
+        let undecided = self.releases.take_all();
+        if !undecided.is_empty() {
+            hand_over(&self.handover, undecided);
         }
     }
 }
 
 /// The worker's end of its channel. Dropped with the worker's runtime, the
 /// leases of registrations it never read are marked lost, as the ones it
-/// held are (see [`Worker`]'s `Drop`).
-struct Inbox(mpsc::UnboundedReceiver<Msg>);
+/// held are (see [`Worker`]'s `Drop`), and the releases it never read go
+/// to the hand-over (its second field), for the next worker.
+struct Inbox(mpsc::UnboundedReceiver<Msg>, Handover);
 
 impl Drop for Inbox {
     fn drop(&mut self) {
         self.0.close();
         while let Ok(msg) = self.0.try_recv() {
-            if let Msg::Register(lease, _) = msg {
-                lease.mark_lost();
+            match msg {
+                Msg::Register(lease, _) => {
+                    lease.mark_lost();
+                }
+                Msg::Release(lease) => hand_over(&self.1, [lease]),
             }
         }
     }
@@ -398,6 +440,9 @@ impl Worker {
                     while let Ok(msg) = rx.try_recv() {
                         self.accept(msg);
                     }
+                    // A worker dropped while this one started may have
+                    // left releases since.
+                    self.adopt();
                     prune_shards(&mut self.shards, &self.client.topology());
                     self.release_dropped(&flights);
                     self.renew_due(&flights);
@@ -443,6 +488,14 @@ impl Worker {
                 });
             }
             Msg::Release(lease) => self.releases.push(lease),
+        }
+    }
+
+    /// Takes over the releases a worker dropped with its runtime left.
+    fn adopt(&mut self) {
+        let left = std::mem::take(&mut *self.handover.lock().unwrap_or_else(|p| p.into_inner()));
+        for lease in left {
+            self.releases.push(lease);
         }
     }
 

@@ -49,7 +49,12 @@
 //! half of a batch unanswered has failed: consecutive failures back it off
 //! (jittered, doubling from one renewal interval up to 1 s or the interval
 //! if longer); a batch the node answered for the most part is no failure,
-//! and its few unconfirmed leases go in the next tick's batch. Each retry
+//! and its few unconfirmed leases go in the next tick's batch. The backoff
+//! never costs a lease its last attempt: a lease is sent even to a shard
+//! backing off once it reaches its last chance, its expiry less one round
+//! trip (the renewal interval, or the response timeout capped at a third
+//! of its TTL, if longer), and again each tick after that while it is
+//! unconfirmed and not expired. Each retry
 //! groups the leases by the slot map then current (the failure also hints
 //! the refresher). Leases of a slot the map leaves unassigned wait for the
 //! next tick. A batch in flight is cut off by the request timeout (a
@@ -547,11 +552,26 @@ impl Worker {
             .filter(|t| *t > Instant::now())
     }
 
+    /// When `entry` is sent even to a shard that backs off: early enough
+    /// before its expiry for one round trip (the renewal interval, or the
+    /// response timeout capped at a third of its TTL, if longer).
+    fn last_chance(&self, entry: &Due) -> Instant {
+        let margin = self
+            .interval
+            .max(self.client.response_timeout().min(entry.lease.ttl() / 3));
+        entry.expires.checked_sub(margin).unwrap_or(entry.expires)
+    }
+
     /// Puts `entry` back to be retried at `at`, but never later than its
-    /// expiry, so a lease not confirmed in time is reported lost on time.
+    /// last chance (see [`Worker::last_chance`]; once that has passed, at
+    /// the next tick), so a shard's backoff never makes a lease lost
+    /// without a last attempt, and one not confirmed by its expiry is
+    /// reported lost on time.
     fn retry_at(&mut self, entry: Due, at: Instant) {
+        let now = Instant::now();
+        let latest = self.last_chance(&entry).max(now).min(entry.expires);
         self.queue.push(Due {
-            at: at.min(entry.expires),
+            at: at.min(latest),
             ..entry
         });
     }
@@ -597,9 +617,10 @@ impl Worker {
         for entry in due {
             match topology.primary_of_slot(entry.lease.slot) {
                 Some(node) => match self.not_before(node.addr()) {
-                    // The shard backs off: its leases wait for its next try.
-                    Some(at) => self.retry_at(entry, at),
-                    None => groups.entry(node.addr().clone()).or_default().push(entry),
+                    // The shard backs off: its leases wait for its next
+                    // try, except those at their last chance.
+                    Some(at) if now < self.last_chance(&entry) => self.retry_at(entry, at),
+                    _ => groups.entry(node.addr().clone()).or_default().push(entry),
                 },
                 // Retried next tick, on the map a refresh brings.
                 None => {

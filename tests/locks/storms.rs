@@ -568,3 +568,72 @@ async fn a_backing_off_shard_still_gives_each_lease_a_last_attempt() {
     // Some expired during the pause; the rest are released on drop.
     drop(guards);
 }
+
+/// A dropped guard's background release that a node redirected, and whose
+/// one-by-one release through the router then failed (the slot's new
+/// primary paused), is queued again rather than dropped: the key is gone
+/// soon after that node answers again, long before its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_redirected_release_is_queued_again() {
+    let spec = ClusterSpec {
+        node_timeout: Duration::from_secs(60),
+        ..ClusterSpec::default()
+    };
+    let cluster = TestCluster::start_with(spec).await.unwrap();
+    let mgr = LockManager::builder()
+        .seeds(cluster.seeds())
+        .namespace("lock:")
+        .request_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_millis(200))
+        .refresh_interval(Duration::from_secs(3600))
+        .renew_interval(TICK)
+        .build()
+        .await
+        .unwrap();
+    let slot = 777;
+    let key = key_in(slot, "redirected-release");
+    let full = lock_key(&key);
+    let guard = mgr
+        .lock(&key)
+        .ttl(Duration::from_secs(60))
+        .acquire()
+        .await
+        .unwrap();
+    // The slot (with the key) moves without the manager knowing, and its
+    // new primary stops answering.
+    let from = cluster.primary_of_slot(slot).await.unwrap();
+    let to = cluster
+        .primaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| *p != from)
+        .unwrap();
+    cluster.migrate_slot(slot, &to).await.unwrap();
+    cluster.pause(&to).unwrap();
+    let moved = mgr.client().stats().moved;
+    drop(guard);
+    let m = &mgr;
+    wait_until(
+        Duration::from_secs(10),
+        "the background release redirected",
+        || async move { m.client().stats().moved > moved },
+    )
+    .await;
+    // The one-by-one release (sent at the redirect) has failed once its
+    // deadline, one request timeout, has passed.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    cluster.resume(&to).unwrap();
+    let (c, t, f) = (&cluster, to.as_str(), full.as_str());
+    wait_until(
+        Duration::from_secs(5),
+        "the key released after its node answers again",
+        || async move {
+            matches!(
+                c.command(t, redis::cmd("PTTL").arg(f)).await,
+                Ok(redis::Value::Int(-2))
+            )
+        },
+    )
+    .await;
+}

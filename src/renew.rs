@@ -39,7 +39,8 @@
 //! after the lease's first such answer has completed and the map still
 //! names that node. Only then is that lease renewed on its own through the
 //! router, which follows MOVED and ASK, at most [`SINGLES_IN_FLIGHT`] at
-//! once, the rest queued; it keeps going one by one while its key stays
+//! once, each for at most one request timeout (or until its expiry, if
+//! sooner; see [`single_deadline`]), the rest queued; it keeps going one by one while its key stays
 //! away, until a batch renews it again.
 //!
 //! Failure costs stay per shard: a batch that fails as a whole (transport
@@ -869,14 +870,14 @@ fn chunk_ranges(ttls: &[u32], chunk: usize) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Renews one lease (the one `carried` holds) through the router, which
-/// follows MOVED and ASK, trying until the lease expires.
+/// follows MOVED and ASK, trying until [`single_deadline`].
 async fn renew_one(client: Client, carried: Carried) -> Landing {
     let sent_at = Instant::now();
     let mut fate = Fate::Unconfirmed;
     if let Some(entry) = carried.0.first() {
         let lease = &entry.lease;
         let ttl_ms = ttl_ms(lease);
-        let deadline = entry.expires.max(sent_at + Duration::from_millis(1));
+        let deadline = single_deadline(sent_at, entry.expires, client.request_timeout());
         let request = scripts::extend(&lease.key, &lease.value(), ttl_ms.into());
         fate = match client.execute_until(lease.slot, &request, deadline).await {
             Ok(replies) => match replies.first() {
@@ -892,6 +893,19 @@ async fn renew_one(client: Client, carried: Carried) -> Landing {
         entries: carried.land(),
         fate,
     }
+}
+
+/// When a one-by-one renewal sent at `sent_at` gives up: at the lease's
+/// expiry, or one request timeout after the send if sooner (and never
+/// before one millisecond after the send). A key whose node does not
+/// answer therefore holds one of the [`SINGLES_IN_FLIGHT`] slots for at
+/// most one request timeout, not until its expiry, and the singles queued
+/// behind it are sent in time; a renewal that gave up is retried (in its
+/// shard's batch first) while the lease has not expired.
+fn single_deadline(sent_at: Instant, expires: Instant, request_timeout: Duration) -> Instant {
+    let floor = sent_at + Duration::from_millis(1);
+    let bound = sent_at.checked_add(request_timeout).unwrap_or(expires);
+    expires.min(bound).max(floor)
 }
 
 /// The lease's TTL in milliseconds (validated to fit on input).
@@ -1157,6 +1171,30 @@ mod tests {
         assert_eq!(left, ["10.0.0.1:7000"]);
         prune_shards(&mut shards, &Topology::standalone("10.0.0.3:7000"));
         assert!(shards.is_empty());
+    }
+
+    /// A one-by-one renewal gives up at the lease's expiry or one request
+    /// timeout after its send, whichever is first, never at or before the
+    /// send.
+    #[test]
+    fn singles_give_up_by_the_request_timeout() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let table = [
+            // (expires after now, request timeout, gives up after now)
+            (ms(30_000), ms(2_000), ms(2_000)),
+            (ms(500), ms(2_000), ms(500)),
+            (ms(0), ms(2_000), ms(1)),
+            (ms(30_000), Duration::ZERO, ms(1)),
+            (ms(30_000), Duration::MAX, ms(30_000)),
+        ];
+        for (expires, timeout, gives_up) in table {
+            assert_eq!(
+                single_deadline(now, now + expires, timeout),
+                now + gives_up,
+                "expires {expires:?}, request timeout {timeout:?}"
+            );
+        }
     }
 
     /// Leases sorted by TTL split into runs of one TTL of at most `chunk`.

@@ -11,7 +11,11 @@
 //!   lease.
 //! - Only leases the node redirected (`MOVED`, `ASK`) are released one by
 //!   one through the router, at most [`SINGLES_IN_FLIGHT`] at once, the
-//!   rest queued.
+//!   rest queued. One that fails (the key may still hold our token) is
+//!   queued again, each failed attempt recorded as `outcome="error"`.
+//! - A worker dropped with its runtime leaves every undecided lease
+//!   (queued or in flight, see [`Releases::take_all`]) in its
+//!   [`Handover`], for the next worker.
 //! - A batch that fails as a whole (transport, `CLUSTERDOWN`, `TRYAGAIN`,
 //!   …) puts its leases back; the caller backs that node off. A lease stays
 //!   queued until its release is decided or it has certainly expired on the
@@ -23,8 +27,8 @@
 //!   `shardlock_orphan_releases_total`, the rest in
 //!   `shardlock_releases_total`.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -43,15 +47,22 @@ pub(crate) const RELEASE_CHUNK: usize = 500;
 /// Most one-by-one (redirected) releases in flight at once.
 pub(crate) const SINGLES_IN_FLIGHT: usize = 32;
 
-/// Releases waiting or in flight.
+/// Leases whose background release a worker that died with its runtime
+/// left undecided, kept for the next worker (see [`Releases::take_all`]).
+pub(crate) type Handover = Arc<Mutex<Vec<Arc<Lease>>>>;
+
+/// Releases waiting or in flight. Every lease handed over is in exactly
+/// one of `pending`, `busy`, `singles` or `flying` until it is decided or
+/// has certainly expired.
 #[derive(Default)]
 pub(crate) struct Releases {
     pending: VecDeque<Arc<Lease>>,
-    /// Nodes with a release batch in flight.
-    busy: HashSet<Arc<str>>,
+    /// Nodes with a release batch in flight, and the leases it carries.
+    busy: HashMap<Arc<str>, Vec<Arc<Lease>>>,
     /// Redirected leases waiting for a one-by-one release.
     singles: VecDeque<Arc<Lease>>,
-    singles_in_flight: usize,
+    /// Redirected leases whose one-by-one release is in flight.
+    flying: Vec<Arc<Lease>>,
 }
 
 /// What a release request in flight brings back.
@@ -65,8 +76,8 @@ pub(crate) enum Released {
         /// Leases the node redirected.
         redirected: Vec<Arc<Lease>>,
     },
-    /// One redirected lease, done (whatever the outcome).
-    Single,
+    /// One redirected lease: decided, or (`again`) to be queued again.
+    Single { lease: Arc<Lease>, again: bool },
 }
 
 impl Releases {
@@ -79,7 +90,20 @@ impl Releases {
         self.pending.is_empty()
             && self.busy.is_empty()
             && self.singles.is_empty()
-            && self.singles_in_flight == 0
+            && self.flying.is_empty()
+    }
+
+    /// Every lease not yet decided, queued or in flight (the worker is
+    /// being dropped with its runtime: its requests in flight are dropped
+    /// too, so their leases may still hold our token). A lease whose
+    /// request had already deleted its key is released again, finding it
+    /// gone (`not_held`).
+    pub(crate) fn take_all(&mut self) -> Vec<Arc<Lease>> {
+        let mut all: Vec<Arc<Lease>> = self.pending.drain(..).collect();
+        all.extend(self.singles.drain(..));
+        all.append(&mut self.flying);
+        all.extend(self.busy.drain().flat_map(|(_, leases)| leases));
+        all
     }
 
     /// Starts what may start now: a batch for each node that has none in
@@ -105,7 +129,7 @@ impl Releases {
                 keep.push_back(lease);
                 continue;
             };
-            if self.busy.contains(addr) || !ready(addr) {
+            if self.busy.contains_key(addr) || !ready(addr) {
                 keep.push_back(lease);
                 continue;
             }
@@ -117,24 +141,18 @@ impl Releases {
         }
         self.pending = keep;
         for (addr, leases) in batches {
-            self.busy.insert(addr.clone());
+            self.busy.insert(addr.clone(), leases.clone());
             started.push(release_on_node(client.clone(), addr, leases).boxed());
         }
-        while self.singles_in_flight < SINGLES_IN_FLIGHT {
+        while self.flying.len() < SINGLES_IN_FLIGHT {
             let Some(lease) = self.singles.pop_front() else {
                 break;
             };
-            self.singles_in_flight += 1;
-            let client = client.clone();
-            started.push(
-                async move {
-                    if let Err(e) = release_lease(&client, &lease).await {
-                        tracing::debug!(error = %e, "background release failed; the lease expires by its TTL");
-                    }
-                    Released::Single
-                }
-                .boxed(),
-            );
+            if expired(&lease, now, grace) {
+                continue;
+            }
+            self.flying.push(lease.clone());
+            started.push(release_one(client.clone(), lease).boxed());
         }
         started
     }
@@ -154,8 +172,13 @@ impl Releases {
                 self.singles.extend(redirected);
                 Some((addr, failed))
             }
-            Released::Single => {
-                self.singles_in_flight -= 1;
+            Released::Single { lease, again } => {
+                if let Some(i) = self.flying.iter().position(|l| Arc::ptr_eq(l, &lease)) {
+                    self.flying.swap_remove(i);
+                }
+                if again {
+                    self.pending.push_back(lease);
+                }
                 None
             }
         }
@@ -249,6 +272,23 @@ async fn release_on_node(client: Client, addr: Arc<str>, leases: Vec<Arc<Lease>>
         again: todo,
         redirected,
     }
+}
+
+/// Releases one redirected lease through the router (which follows MOVED
+/// and ASK). Decided (deleted, absent or another holder's) it is done; a
+/// release that failed (the key may still hold our token) goes back to
+/// the queue (`again`), where it stays until decided or certainly
+/// expired, as every background release does. Each failed attempt is
+/// recorded as `outcome="error"`.
+async fn release_one(client: Client, lease: Arc<Lease>) -> Released {
+    let again = match release_lease(&client, &lease).await {
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "redirected background release failed; queued again");
+            true
+        }
+    };
+    Released::Single { lease, again }
 }
 
 /// `EVALSHA release 1 key value` (or `EVAL source …`) per lease.

@@ -9,7 +9,11 @@
 //! request in flight, or registered but not yet read) is marked lost as the
 //! worker is dropped, so `is_lost()` is true and `lost()` resolves then,
 //! not at the lease's expiry; the next registration or release (made from
-//! within another runtime) starts a new worker there.
+//! within another runtime) starts a new worker there. The old worker's
+//! background releases not yet decided (queued, unread, or in a request
+//! dropped in flight) are kept in the handle's hand-over and taken over by
+//! the next worker, when it starts and at each tick; if no worker is ever
+//! started again, those keys expire by their TTL.
 //!
 //! Each tick (every `renew_interval`) the worker takes the leases due — a
 //! lease is due once a third of its TTL has passed since its last renewal —
@@ -35,7 +39,8 @@
 //! after the lease's first such answer has completed and the map still
 //! names that node. Only then is that lease renewed on its own through the
 //! router, which follows MOVED and ASK, at most [`SINGLES_IN_FLIGHT`] at
-//! once, the rest queued; it keeps going one by one while its key stays
+//! once, each for at most one request timeout (or until its expiry, if
+//! sooner; see [`single_deadline`]), the rest queued; it keeps going one by one while its key stays
 //! away, until a batch renews it again.
 //!
 //! Failure costs stay per shard: a batch that fails as a whole (transport
@@ -45,7 +50,12 @@
 //! half of a batch unanswered has failed: consecutive failures back it off
 //! (jittered, doubling from one renewal interval up to 1 s or the interval
 //! if longer); a batch the node answered for the most part is no failure,
-//! and its few unconfirmed leases go in the next tick's batch. Each retry
+//! and its few unconfirmed leases go in the next tick's batch. The backoff
+//! never costs a lease its last attempt: a lease is sent even to a shard
+//! backing off once it reaches its last chance, its expiry less one round
+//! trip (the renewal interval, or the response timeout capped at a third
+//! of its TTL, if longer), and again each tick after that while it is
+//! unconfirmed and not expired. Each retry
 //! groups the leases by the slot map then current (the failure also hints
 //! the refresher). Leases of a slot the map leaves unassigned wait for the
 //! next tick. A batch in flight is cut off by the request timeout (a
@@ -93,7 +103,7 @@ use crate::backoff::Backoff;
 use crate::client::Client;
 use crate::lock::Lease;
 use crate::redirect::Action;
-use crate::releases::{Released, Releases};
+use crate::releases::{Handover, Released, Releases};
 use crate::scripts;
 use crate::topology::Topology;
 
@@ -116,6 +126,9 @@ pub(crate) struct RenewHandle {
     interval: Duration,
     chunk: usize,
     paused: Arc<AtomicBool>,
+    /// Background releases a worker dropped with its runtime left
+    /// undecided; the next worker takes them over.
+    handover: Handover,
 }
 
 enum Msg {
@@ -142,9 +155,9 @@ impl RenewHandle {
     /// started it and ends when that runtime shuts down; the next message
     /// (sent from within another runtime) starts a new worker there. The
     /// leases the old worker had were marked lost when it was dropped (see
-    /// [`Worker`]'s `Drop`). Outside any runtime the message is dropped:
-    /// a registration's lease is then marked lost, a release's expires by
-    /// its TTL.
+    /// [`Worker`]'s `Drop`); the releases it had not decided are taken
+    /// over by the new one. Outside any runtime a registration's lease is
+    /// marked lost, and a release waits for the next worker.
     fn send(&self, msg: Msg) {
         let Err(mpsc::error::SendError(msg)) = self.tx.load().send(msg) else {
             return;
@@ -154,14 +167,23 @@ impl RenewHandle {
             return;
         };
         if tokio::runtime::Handle::try_current().is_err() {
-            if let Msg::Register(lease, _) = msg {
+            match msg {
                 // Nothing can renew it.
-                lease.mark_lost();
+                Msg::Register(lease, _) => {
+                    lease.mark_lost();
+                }
+                Msg::Release(lease) => hand_over(&self.handover, [lease]),
             }
             return;
         }
         tracing::debug!("the renewal task stopped with its runtime; starting it again");
-        let tx = start(&self.client, self.interval, self.chunk, &self.paused);
+        let tx = start(
+            &self.client,
+            self.interval,
+            self.chunk,
+            &self.paused,
+            &self.handover,
+        );
         let _ = tx.send(msg);
         self.tx.store(Arc::new(tx));
     }
@@ -178,7 +200,8 @@ impl RenewHandle {
 /// dropped (or with the runtime).
 pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHandle {
     let paused = Arc::new(AtomicBool::new(false));
-    let tx = start(&client, interval, chunk, &paused);
+    let handover = Handover::default();
+    let tx = start(&client, interval, chunk, &paused, &handover);
     RenewHandle {
         tx: ArcSwap::from_pointee(tx),
         respawn: Mutex::new(()),
@@ -186,6 +209,7 @@ pub(crate) fn spawn(client: Client, interval: Duration, chunk: usize) -> RenewHa
         interval,
         chunk,
         paused,
+        handover,
     }
 }
 
@@ -194,21 +218,32 @@ fn start(
     interval: Duration,
     chunk: usize,
     paused: &Arc<AtomicBool>,
+    handover: &Handover,
 ) -> mpsc::UnboundedSender<Msg> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let worker = Worker {
+    let mut worker = Worker {
         paused: paused.clone(),
         client: client.clone(),
         interval,
         chunk,
         queue: BinaryHeap::new(),
         releases: Releases::default(),
+        handover: handover.clone(),
         shards: HashMap::new(),
         singles: VecDeque::new(),
         singles_in_flight: 0,
     };
-    tokio::spawn(worker.run(Inbox(rx)));
+    worker.adopt();
+    tokio::spawn(worker.run(Inbox(rx, handover.clone())));
     tx
+}
+
+/// Keeps `leases` for the next worker to release.
+fn hand_over(handover: &Handover, leases: impl IntoIterator<Item = Arc<Lease>>) {
+    handover
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(leases);
 }
 
 /// A lease waiting for its next renewal (or in flight).
@@ -255,6 +290,9 @@ struct Worker {
     queue: BinaryHeap<Due>,
     /// Background releases, batched per node.
     releases: Releases,
+    /// Where this worker leaves its undecided releases when dropped with
+    /// its runtime, and takes over those of a worker dropped before it.
+    handover: Handover,
     /// Nodes whose last batch failed, and when they may be tried again.
     shards: HashMap<Arc<str>, Failing>,
     /// Leases to renew one by one through the router (their slot's node
@@ -267,28 +305,38 @@ struct Worker {
 /// The leases the worker holds die with it: when its runtime shuts down,
 /// every lease still held that it was renewing (queued, waiting to go one
 /// by one, or in a request in flight, see [`Carried`]) is marked lost at
-/// once, so `lost()` resolves then rather than at `valid_until`. When the
-/// worker ends because every handle is gone, no lease is held any more and
-/// this marks nothing.
+/// once, so `lost()` resolves then rather than at `valid_until`. Its
+/// background releases not yet decided (queued, or in a request in
+/// flight) go to the hand-over, for the next worker. When the worker ends
+/// because every handle is gone, no lease is held any more, its releases
+/// are decided, and this does nothing.
 impl Drop for Worker {
     fn drop(&mut self) {
         for entry in self.queue.drain().chain(self.singles.drain(..)) {
             entry.lease.mark_lost();
+        }
+        let undecided = self.releases.take_all();
+        if !undecided.is_empty() {
+            hand_over(&self.handover, undecided);
         }
     }
 }
 
 /// The worker's end of its channel. Dropped with the worker's runtime, the
 /// leases of registrations it never read are marked lost, as the ones it
-/// held are (see [`Worker`]'s `Drop`).
-struct Inbox(mpsc::UnboundedReceiver<Msg>);
+/// held are (see [`Worker`]'s `Drop`), and the releases it never read go
+/// to the hand-over (its second field), for the next worker.
+struct Inbox(mpsc::UnboundedReceiver<Msg>, Handover);
 
 impl Drop for Inbox {
     fn drop(&mut self) {
         self.0.close();
         while let Ok(msg) = self.0.try_recv() {
-            if let Msg::Register(lease, _) = msg {
-                lease.mark_lost();
+            match msg {
+                Msg::Register(lease, _) => {
+                    lease.mark_lost();
+                }
+                Msg::Release(lease) => hand_over(&self.1, [lease]),
             }
         }
     }
@@ -398,6 +446,9 @@ impl Worker {
                     while let Ok(msg) = rx.try_recv() {
                         self.accept(msg);
                     }
+                    // A worker dropped while this one started may have
+                    // left releases since.
+                    self.adopt();
                     prune_shards(&mut self.shards, &self.client.topology());
                     self.release_dropped(&flights);
                     self.renew_due(&flights);
@@ -443,6 +494,14 @@ impl Worker {
                 });
             }
             Msg::Release(lease) => self.releases.push(lease),
+        }
+    }
+
+    /// Takes over the releases a worker dropped with its runtime left.
+    fn adopt(&mut self) {
+        let left = std::mem::take(&mut *self.handover.lock().unwrap_or_else(|p| p.into_inner()));
+        for lease in left {
+            self.releases.push(lease);
         }
     }
 
@@ -494,11 +553,26 @@ impl Worker {
             .filter(|t| *t > Instant::now())
     }
 
+    /// When `entry` is sent even to a shard that backs off: early enough
+    /// before its expiry for one round trip (the renewal interval, or the
+    /// response timeout capped at a third of its TTL, if longer).
+    fn last_chance(&self, entry: &Due) -> Instant {
+        let margin = self
+            .interval
+            .max(self.client.response_timeout().min(entry.lease.ttl() / 3));
+        entry.expires.checked_sub(margin).unwrap_or(entry.expires)
+    }
+
     /// Puts `entry` back to be retried at `at`, but never later than its
-    /// expiry, so a lease not confirmed in time is reported lost on time.
+    /// last chance (see [`Worker::last_chance`]; once that has passed, at
+    /// the next tick), so a shard's backoff never makes a lease lost
+    /// without a last attempt, and one not confirmed by its expiry is
+    /// reported lost on time.
     fn retry_at(&mut self, entry: Due, at: Instant) {
+        let now = Instant::now();
+        let latest = self.last_chance(&entry).max(now).min(entry.expires);
         self.queue.push(Due {
-            at: at.min(entry.expires),
+            at: at.min(latest),
             ..entry
         });
     }
@@ -544,9 +618,10 @@ impl Worker {
         for entry in due {
             match topology.primary_of_slot(entry.lease.slot) {
                 Some(node) => match self.not_before(node.addr()) {
-                    // The shard backs off: its leases wait for its next try.
-                    Some(at) => self.retry_at(entry, at),
-                    None => groups.entry(node.addr().clone()).or_default().push(entry),
+                    // The shard backs off: its leases wait for its next
+                    // try, except those at their last chance.
+                    Some(at) if now < self.last_chance(&entry) => self.retry_at(entry, at),
+                    _ => groups.entry(node.addr().clone()).or_default().push(entry),
                 },
                 // Retried next tick, on the map a refresh brings.
                 None => {
@@ -795,14 +870,14 @@ fn chunk_ranges(ttls: &[u32], chunk: usize) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Renews one lease (the one `carried` holds) through the router, which
-/// follows MOVED and ASK, trying until the lease expires.
+/// follows MOVED and ASK, trying until [`single_deadline`].
 async fn renew_one(client: Client, carried: Carried) -> Landing {
     let sent_at = Instant::now();
     let mut fate = Fate::Unconfirmed;
     if let Some(entry) = carried.0.first() {
         let lease = &entry.lease;
         let ttl_ms = ttl_ms(lease);
-        let deadline = entry.expires.max(sent_at + Duration::from_millis(1));
+        let deadline = single_deadline(sent_at, entry.expires, client.request_timeout());
         let request = scripts::extend(&lease.key, &lease.value(), ttl_ms.into());
         fate = match client.execute_until(lease.slot, &request, deadline).await {
             Ok(replies) => match replies.first() {
@@ -818,6 +893,19 @@ async fn renew_one(client: Client, carried: Carried) -> Landing {
         entries: carried.land(),
         fate,
     }
+}
+
+/// When a one-by-one renewal sent at `sent_at` gives up: at the lease's
+/// expiry, or one request timeout after the send if sooner (and never
+/// before one millisecond after the send). A key whose node does not
+/// answer therefore holds one of the [`SINGLES_IN_FLIGHT`] slots for at
+/// most one request timeout, not until its expiry, and the singles queued
+/// behind it are sent in time; a renewal that gave up is retried (in its
+/// shard's batch first) while the lease has not expired.
+fn single_deadline(sent_at: Instant, expires: Instant, request_timeout: Duration) -> Instant {
+    let floor = sent_at + Duration::from_millis(1);
+    let bound = sent_at.checked_add(request_timeout).unwrap_or(expires);
+    expires.min(bound).max(floor)
 }
 
 /// The lease's TTL in milliseconds (validated to fit on input).
@@ -1083,6 +1171,30 @@ mod tests {
         assert_eq!(left, ["10.0.0.1:7000"]);
         prune_shards(&mut shards, &Topology::standalone("10.0.0.3:7000"));
         assert!(shards.is_empty());
+    }
+
+    /// A one-by-one renewal gives up at the lease's expiry or one request
+    /// timeout after its send, whichever is first, never at or before the
+    /// send.
+    #[test]
+    fn singles_give_up_by_the_request_timeout() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let table = [
+            // (expires after now, request timeout, gives up after now)
+            (ms(30_000), ms(2_000), ms(2_000)),
+            (ms(500), ms(2_000), ms(500)),
+            (ms(0), ms(2_000), ms(1)),
+            (ms(30_000), Duration::ZERO, ms(1)),
+            (ms(30_000), Duration::MAX, ms(30_000)),
+        ];
+        for (expires, timeout, gives_up) in table {
+            assert_eq!(
+                single_deadline(now, now + expires, timeout),
+                now + gives_up,
+                "expires {expires:?}, request timeout {timeout:?}"
+            );
+        }
     }
 
     /// Leases sorted by TTL split into runs of one TTL of at most `chunk`.

@@ -249,3 +249,56 @@ fn requests_queued_in_a_worker_whose_runtime_stopped_are_retried() {
     }
     drop(second);
 }
+
+/// A guard dropped on a runtime that shuts down before its renewal task
+/// ran is still released: the next renewal task (started by an acquire on
+/// another runtime) takes the release over, long before the key's TTL.
+#[test]
+fn a_release_left_by_a_stopped_renewal_task_is_taken_over() {
+    let harness = runtime(true);
+    let cluster = harness.block_on(TestCluster::start()).unwrap();
+    let key = "rt:left";
+    let full = format!("lock:{key}");
+    let primary = harness
+        .block_on(cluster.primary_of_slot(key_slot(full.as_bytes())))
+        .unwrap();
+    let first = runtime(false);
+    let mgr = first.block_on(async {
+        LockManager::builder()
+            .seeds(cluster.seeds())
+            .namespace("lock:")
+            .request_timeout(Duration::from_secs(20))
+            .build()
+            .await
+            .unwrap()
+    });
+    let guard = first.block_on(async {
+        mgr.lock(key)
+            .ttl(Duration::from_secs(60))
+            .acquire()
+            .await
+            .unwrap()
+    });
+    // The release message is queued, and the current-thread runtime ends
+    // before its renewal task is polled again.
+    first.block_on(async move { drop(guard) });
+    drop(first);
+    let (c, p, f) = (&cluster, primary.as_str(), full.as_str());
+    assert!(
+        harness.block_on(pttl_on(c, p, f)) > 0,
+        "the key is still held when the first runtime is gone"
+    );
+    let second = runtime(true);
+    second.block_on(async {
+        // Registers a lease: starts a renewal task on this runtime.
+        let other = mgr.lock("rt:left:other").acquire().await.unwrap();
+        wait_until(
+            Duration::from_secs(5),
+            "the release left by the stopped renewal task",
+            || async move { pttl_on(c, p, f).await == -2 },
+        )
+        .await;
+        other.release().await.unwrap();
+    });
+    drop(second);
+}

@@ -480,3 +480,160 @@ async fn a_key_overwritten_with_another_type_is_lost_at_once() {
     .await;
     assert!(!kept.is_lost());
 }
+
+/// A primary paused long enough to back its shard off past a lease's
+/// expiry, but resumed before that expiry, does not cost the lease: each
+/// lease still gets a last renewal attempt before it expires, whatever the
+/// shard's backoff (the paused shard's leases whose last chance comes
+/// after the resume stay held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backing_off_shard_still_gives_each_lease_a_last_attempt() {
+    // No failover during the pause.
+    let spec = ClusterSpec {
+        node_timeout: Duration::from_secs(60),
+        ..ClusterSpec::default()
+    };
+    let cluster = TestCluster::start_with(spec).await.unwrap();
+    let response = Duration::from_millis(100);
+    let mgr = LockManager::builder()
+        .seeds(cluster.seeds())
+        .namespace("lock:")
+        .request_timeout(Duration::from_secs(20))
+        .response_timeout(response)
+        .renew_interval(TICK)
+        .build()
+        .await
+        .unwrap();
+    // One slot, one shard; expiries every 20 ms from 4.5 s to 7.5 s after
+    // the pause, so some lease expires in any window after the resume.
+    let slot = 4242;
+    let mut guards = Vec::new();
+    for i in 0..150u64 {
+        let ttl = Duration::from_millis(4_500 + 20 * i);
+        let key = key_in(slot, &format!("lastchance{i}"));
+        guards.push(mgr.lock(&key).ttl(ttl).acquire().await.unwrap());
+    }
+    let expiries: Vec<Instant> = guards.iter().map(|g| g.valid_until()).collect();
+    let node = cluster.primary_of_slot(slot).await.unwrap();
+    cluster.pause(&node).unwrap();
+    let paused_at = Instant::now();
+    // Every lease is due (a third of its TTL) by 2.5 s, and after some five
+    // failed batches the shard backs off between 0.5 and 1 s. Resume just
+    // after a batch sent after 4 s failed by its response timeout, so none
+    // is in flight then.
+    let stats = || mgr.client().stats().writes;
+    let mut seen = stats();
+    let mut sent_at = None;
+    while sent_at.is_none() {
+        assert!(
+            paused_at.elapsed() < Duration::from_secs(6),
+            "no renewal batch sent to the paused shard after 4 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = stats();
+        if now != seen && paused_at.elapsed() >= Duration::from_secs(4) {
+            sent_at = Some(Instant::now());
+        }
+        seen = now;
+    }
+    tokio::time::sleep_until(sent_at.unwrap() + response + Duration::from_millis(40)).await;
+    cluster.resume(&node).unwrap();
+    let resumed_at = Instant::now();
+    // Leases whose last chance (expiry less one tick) comes a tick and a
+    // round trip after the resume.
+    let reachable: Vec<usize> = (0..guards.len())
+        .filter(|&i| expiries[i] > resumed_at + TICK + Duration::from_millis(250))
+        .collect();
+    assert!(
+        reachable.len() > 10,
+        "too few leases expire after the resume"
+    );
+    let decided = |i: usize| guards[i].is_lost() || guards[i].valid_until() > expiries[i];
+    wait_until(
+        Duration::from_secs(15),
+        "every lease expiring after the resume renewed or lost",
+        || async { reachable.iter().all(|&i| decided(i)) },
+    )
+    .await;
+    let lost: Vec<Duration> = reachable
+        .iter()
+        .filter(|&&i| guards[i].is_lost())
+        .map(|&i| expiries[i] - resumed_at)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} leases expiring after the resume were lost (expiry after the resume: {lost:?})",
+        lost.len()
+    );
+    // Some expired during the pause; the rest are released on drop.
+    drop(guards);
+}
+
+/// A dropped guard's background release that a node redirected, and whose
+/// one-by-one release through the router then failed (the slot's new
+/// primary paused), is queued again rather than dropped: the key is gone
+/// soon after that node answers again, long before its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_redirected_release_is_queued_again() {
+    let spec = ClusterSpec {
+        node_timeout: Duration::from_secs(60),
+        ..ClusterSpec::default()
+    };
+    let cluster = TestCluster::start_with(spec).await.unwrap();
+    let mgr = LockManager::builder()
+        .seeds(cluster.seeds())
+        .namespace("lock:")
+        .request_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_millis(200))
+        .refresh_interval(Duration::from_secs(3600))
+        .renew_interval(TICK)
+        .build()
+        .await
+        .unwrap();
+    let slot = 777;
+    let key = key_in(slot, "redirected-release");
+    let full = lock_key(&key);
+    let guard = mgr
+        .lock(&key)
+        .ttl(Duration::from_secs(60))
+        .acquire()
+        .await
+        .unwrap();
+    // The slot (with the key) moves without the manager knowing, and its
+    // new primary stops answering.
+    let from = cluster.primary_of_slot(slot).await.unwrap();
+    let to = cluster
+        .primaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| *p != from)
+        .unwrap();
+    cluster.migrate_slot(slot, &to).await.unwrap();
+    cluster.pause(&to).unwrap();
+    let moved = mgr.client().stats().moved;
+    drop(guard);
+    let m = &mgr;
+    wait_until(
+        Duration::from_secs(10),
+        "the background release redirected",
+        || async move { m.client().stats().moved > moved },
+    )
+    .await;
+    // The one-by-one release (sent at the redirect) has failed once its
+    // deadline, one request timeout, has passed.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    cluster.resume(&to).unwrap();
+    let (c, t, f) = (&cluster, to.as_str(), full.as_str());
+    wait_until(
+        Duration::from_secs(5),
+        "the key released after its node answers again",
+        || async move {
+            matches!(
+                c.command(t, redis::cmd("PTTL").arg(f)).await,
+                Ok(redis::Value::Int(-2))
+            )
+        },
+    )
+    .await;
+}

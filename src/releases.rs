@@ -36,7 +36,7 @@ use redis::Value;
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::lock::{Lease, release_lease};
+use crate::lock::{Lease, release_lease_unrecorded};
 use crate::metrics::ReleaseOutcome;
 use crate::redirect::{Action, classify};
 use crate::scripts;
@@ -281,8 +281,17 @@ async fn release_on_node(client: Client, addr: Arc<str>, leases: Vec<Arc<Lease>>
 /// expired, as every background release does. Each failed attempt is
 /// recorded as `outcome="error"`.
 async fn release_one(client: Client, lease: Arc<Lease>) -> Released {
-    let again = match release_lease(&client, &lease).await {
-        Ok(_) => false,
+    // Recorded once, when decided: here, or as an error when the lease
+    // leaves the queue expired.
+    let again = match release_lease_unrecorded(&client, &lease).await {
+        Ok(released) => {
+            lease.record_release(if released {
+                ReleaseOutcome::Released
+            } else {
+                ReleaseOutcome::NotHeld
+            });
+            false
+        }
         Err(e) => {
             tracing::debug!(error = %e, "redirected background release failed; queued again");
             true

@@ -467,6 +467,18 @@ fn ttl_ms(ttl: Duration) -> u32 {
 /// resend that finds it absent). Orphans of failed acquires are recorded
 /// apart, in `shardlock_orphan_releases_total`.
 pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool> {
+    let released = release_lease_unrecorded(client, lease).await;
+    lease.record_release(match released {
+        Ok(true) => ReleaseOutcome::Released,
+        Ok(false) => ReleaseOutcome::NotHeld,
+        Err(_) => ReleaseOutcome::Error,
+    });
+    released
+}
+
+/// [`release_lease`] without recording the outcome: for a caller that
+/// tries again after an error and records once, when it is decided.
+pub(crate) async fn release_lease_unrecorded(client: &Client, lease: &Lease) -> Result<bool> {
     let state = lease.state.load(Ordering::Acquire);
     let request = if state == ORPHAN_FENCED {
         scripts::release_prefix(&lease.key, &lock_value_prefix(lease.token))
@@ -486,12 +498,6 @@ pub(crate) async fn release_lease(client: &Client, lease: &Lease) -> Result<bool
         }),
         Err(e) => Err(e),
     };
-    let outcome = match released {
-        Ok(true) => ReleaseOutcome::Released,
-        Ok(false) => ReleaseOutcome::NotHeld,
-        Err(_) => ReleaseOutcome::Error,
-    };
-    lease.record_release(outcome);
     released
 }
 

@@ -21,7 +21,7 @@ mod wait;
 
 pub use class::{MAX_KEY_CLASSES, OTHER as OTHER_KEY_CLASS};
 pub use guard::LockGuard;
-pub(crate) use lease::{Lease, release_lease};
+pub(crate) use lease::{Lease, release_lease_unrecorded};
 pub(crate) use manager::wait_deadline;
 pub use manager::{LockManager, LockManagerBuilder};
 pub use many::{LockGuards, ManyLockRequest};

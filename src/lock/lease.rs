@@ -488,17 +488,14 @@ pub(crate) async fn release_lease_unrecorded(client: &Client, lease: &Lease) -> 
     // Read before sending: a renewal that was in flight when the lease was
     // taken for release may still raise it.
     let valid_until = lease.valid_until();
-    let released = match send_release(client, lease, &request).await {
-        Ok((replies, resent)) => scripts::released(&replies).map(|found| match found {
-            Released::Deleted => true,
-            Released::Absent => {
-                absent_counts_as_released(resent, state == RELEASED, Instant::now() < valid_until)
-            }
-            Released::Other => false,
-        }),
-        Err(e) => Err(e),
-    };
-    released
+    let (replies, resent) = send_release(client, lease, &request).await?;
+    scripts::released(&replies).map(|found| match found {
+        Released::Deleted => true,
+        Released::Absent => {
+            absent_counts_as_released(resent, state == RELEASED, Instant::now() < valid_until)
+        }
+        Released::Other => false,
+    })
 }
 
 /// How a release's replies came back after earlier attempts.

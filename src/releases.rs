@@ -305,15 +305,7 @@ fn release_pipeline(leases: &[Arc<Lease>], eval: bool) -> redis::Pipeline {
     let script = &*scripts::RELEASE;
     let mut pipeline = redis::Pipeline::with_capacity(leases.len());
     for lease in leases {
-        let mut cmd = if eval {
-            let mut c = redis::cmd("EVAL");
-            c.arg(script.source());
-            c
-        } else {
-            let mut c = redis::cmd("EVALSHA");
-            c.arg(script.sha1());
-            c
-        };
+        let mut cmd = script.invocation(eval);
         cmd.arg(1).arg(&lease.key[..]).arg(lease.release_argv());
         pipeline.add_command(cmd);
     }

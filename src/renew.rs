@@ -924,15 +924,7 @@ fn renew_pipeline(
     let script = &*scripts::RENEW_BATCH;
     let mut pipeline = redis::Pipeline::with_capacity(chunks.len());
     for range in chunks {
-        let mut cmd = if eval {
-            let mut c = redis::cmd("EVAL");
-            c.arg(script.source());
-            c
-        } else {
-            let mut c = redis::cmd("EVALSHA");
-            c.arg(script.sha1());
-            c
-        };
+        let mut cmd = script.invocation(eval);
         cmd.arg(0).arg(ttls[range.start]);
         for entry in &entries[range.clone()] {
             cmd.arg(&entry.lease.key[..]).arg(entry.lease.value());

@@ -39,6 +39,21 @@ impl Script {
     pub fn sha1(&self) -> &str {
         &self.sha1
     }
+
+    /// The start of a call: `EVALSHA sha1`, or with `eval` (after the
+    /// server answered `NOSCRIPT`) `EVAL source`; numkeys, keys and
+    /// arguments follow.
+    pub(crate) fn invocation(&self, eval: bool) -> Cmd {
+        let mut cmd;
+        if eval {
+            cmd = redis::cmd("EVAL");
+            cmd.arg(self.source());
+        } else {
+            cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.sha1());
+        }
+        cmd
+    }
 }
 
 /// One routed request: commands that all belong to one slot.
@@ -77,8 +92,8 @@ impl Request {
         K: ToRedisArgs,
         A: ToRedisArgs,
     {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.sha1()).arg(keys.len()).arg(keys).arg(args);
+        let mut cmd = script.invocation(false);
+        cmd.arg(keys.len()).arg(keys).arg(args);
         let mut request = Request::cmd(cmd);
         request.script = Some(script.source.clone());
         request

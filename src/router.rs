@@ -329,13 +329,7 @@ impl Router {
         let started = Instant::now();
         Counters::bump(&self.shared.counters.writes);
         let sent = conn.get().send_packed_commands(pipeline, 0, pipeline.len());
-        let result = match tokio::time::timeout_at(deadline, sent).await {
-            Ok(result) => result,
-            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "deadline passed while waiting for the reply",
-            ))),
-        };
+        let result = reply_by(deadline, sent).await;
         crate::metrics::command_duration(node.addr(), started.elapsed());
         if result.is_ok() {
             conn.give_back();
@@ -384,13 +378,7 @@ impl Router {
                     .await
             }
         };
-        let result = match tokio::time::timeout_at(deadline, sent).await {
-            Ok(result) => result,
-            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "deadline passed while waiting for the reply",
-            ))),
-        };
+        let result = reply_by(deadline, sent).await;
         crate::metrics::command_duration(node.addr(), started.elapsed());
         if let Err(e) = &result
             && (e.is_unrecoverable_error() || e.is_connection_dropped())
@@ -428,6 +416,21 @@ fn with_host_of(to: &str, from: &str) -> String {
     match (to.strip_prefix(':'), from.rsplit_once(':')) {
         (Some(port), Some((host, _))) => format!("{host}:{port}"),
         _ => to.to_owned(),
+    }
+}
+
+/// The replies of `sent`, or a timed-out error once `deadline` passes
+/// (classified as a timeout, like a response timeout).
+async fn reply_by(
+    deadline: Instant,
+    sent: impl std::future::Future<Output = redis::RedisResult<Vec<Value>>>,
+) -> redis::RedisResult<Vec<Value>> {
+    match tokio::time::timeout_at(deadline, sent).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "deadline passed while waiting for the reply",
+        ))),
     }
 }
 

@@ -146,11 +146,8 @@ impl Lease {
         class: &'static str,
         retry: Retry,
     ) -> Lease {
-        let now = Instant::now();
-        let mut lease = Lease::new(key, slot, token, None, ttl, false, class, now);
-        lease.retry = retry;
-        lease.state = AtomicU8::new(if fenced { ORPHAN_FENCED } else { ORPHAN });
-        lease
+        let state = if fenced { ORPHAN_FENCED } else { ORPHAN };
+        Lease::unheld(key, slot, token, ttl, class, retry, state)
     }
 
     /// A record for releasing `token`'s lease on `key` without a guard;
@@ -164,10 +161,24 @@ impl Lease {
         class: &'static str,
         retry: Retry,
     ) -> Lease {
+        Lease::unheld(key, slot, token, ttl, class, retry, UNGUARDED)
+    }
+
+    /// A record no guard holds, in `state` (an orphan or unguarded kind),
+    /// whose key may carry our token for `ttl` from now.
+    fn unheld(
+        key: Box<[u8]>,
+        slot: u16,
+        token: u128,
+        ttl: Duration,
+        class: &'static str,
+        retry: Retry,
+        state: u8,
+    ) -> Lease {
         let now = Instant::now();
         let mut lease = Lease::new(key, slot, token, None, ttl, false, class, now);
         lease.retry = retry;
-        lease.state = AtomicU8::new(UNGUARDED);
+        lease.state = AtomicU8::new(state);
         lease
     }
 

@@ -78,6 +78,21 @@ async fn warm(mgr: &LockManager) {
     guard.release().await.unwrap();
 }
 
+/// Drives `op` (the server stopped) until the manager's router has seen
+/// one of its attempts time out, so that the request it carried is queued
+/// on the stopped server; panics if `op` ends first.
+async fn until_an_attempt_timed_out<F>(mgr: &LockManager, what: &str, op: &mut F)
+where
+    F: std::future::Future + Unpin,
+    F::Output: std::fmt::Debug,
+{
+    let before = mgr.client().stats().retryable_errors;
+    tokio::select! {
+        got = op => panic!("{what} ended while the server was stopped: {got:?}"),
+        () = wait_attempt_timed_out(mgr, before) => {}
+    }
+}
+
 /// Waits until the manager's router has seen an attempt time out (the
 /// request that attempt carried is queued on the stopped server).
 async fn wait_attempt_timed_out(mgr: &LockManager, before: u64) {
@@ -162,13 +177,10 @@ fn dropped_acquire_leaves_no_orphan_lease() {
         warm(&mgr).await;
 
         server.pause().unwrap();
-        let before = mgr.client().stats().retryable_errors;
-        let acquire = mgr.lock("cancelled").ttl(LONG_TTL).acquire();
+        let mut acquire = Box::pin(mgr.lock("cancelled").ttl(LONG_TTL).acquire());
         // Dropped once an attempt is known to be queued on the stopped server.
-        tokio::select! {
-            got = acquire => panic!("the acquire ended while the server was stopped: {got:?}"),
-            () = wait_attempt_timed_out(&mgr, before) => {}
-        }
+        until_an_attempt_timed_out(&mgr, "the acquire", &mut acquire).await;
+        drop(acquire);
         server.resume().unwrap();
         wait_until(
             PROMPTLY,
@@ -197,12 +209,9 @@ fn dropped_lock_many_leaves_no_orphan_leases() {
         warm(&mgr).await;
 
         server.pause().unwrap();
-        let before = mgr.client().stats().retryable_errors;
-        let acquire = mgr.lock_many(keys).ttl(LONG_TTL).acquire();
-        tokio::select! {
-            got = acquire => panic!("lock_many ended while the server was stopped: {got:?}"),
-            () = wait_attempt_timed_out(&mgr, before) => {}
-        }
+        let mut acquire = Box::pin(mgr.lock_many(keys).ttl(LONG_TTL).acquire());
+        until_an_attempt_timed_out(&mgr, "lock_many", &mut acquire).await;
+        drop(acquire);
         server.resume().unwrap();
         wait_until(
             PROMPTLY,
@@ -351,13 +360,9 @@ fn release_with_a_lost_reply_counts_as_released() {
         let guard = mgr.lock("released").ttl(LONG_TTL).acquire().await.unwrap();
 
         server.pause().unwrap();
-        let before = mgr.client().stats().retryable_errors;
         let release = guard.release();
         tokio::pin!(release);
-        tokio::select! {
-            got = &mut release => panic!("the release ended while the server was stopped: {got:?}"),
-            () = wait_attempt_timed_out(&mgr, before) => {}
-        }
+        until_an_attempt_timed_out(&mgr, "the release", &mut release).await;
         server.resume().unwrap();
         let released = release.await;
         assert!(released.is_ok(), "{released:?}");
@@ -391,13 +396,9 @@ fn release_answered_after_expiry_is_not_held() {
         let valid_until = guard.valid_until();
 
         server.pause().unwrap();
-        let before = mgr.client().stats().retryable_errors;
         let release = guard.release();
         tokio::pin!(release);
-        tokio::select! {
-            got = &mut release => panic!("the release ended while the server was stopped: {got:?}"),
-            () = wait_attempt_timed_out(&mgr, before) => {}
-        }
+        until_an_attempt_timed_out(&mgr, "the release", &mut release).await;
         // The stop lasts until the lease has run out (the fault's length,
         // not a wait for a result).
         tokio::select! {

@@ -211,7 +211,7 @@ async fn paused_instance_does_not_give_two_holders() {
 }
 
 /// With auto-renewal the validity deadline moves forward as the instances
-/// renew; when renewal stops everywhere, `lost()` resolves.
+/// renew; when no instance answers (all stopped), `lost()` resolves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_extends_validity_until_it_stops() {
     let servers = servers(3).await;
@@ -227,13 +227,17 @@ async fn renewal_extends_validity_until_it_stops() {
     )
     .await;
     assert!(!guard.is_lost());
-    for m in &managers {
-        m.pause_renewal(true);
+    // Every instance stops answering (SIGSTOP): renewal reaches none.
+    for s in &servers {
+        s.pause().unwrap();
     }
     tokio::time::timeout(Duration::from_secs(10), guard.lost())
         .await
-        .expect("lost once renewal stops");
+        .expect("lost once renewal reaches no instance");
     assert!(guard.is_lost());
+    for s in &servers {
+        s.resume().unwrap();
+    }
 }
 
 /// `extend` needs a majority: with 2 of 3 instances alive it works, with
@@ -636,7 +640,7 @@ async fn a_release_that_times_out_is_finished_in_the_background() {
     assert!(!exists(&servers[1], "slow").await && !exists(&servers[2], "slow").await);
 }
 
-/// Once `is_lost()` is true it stays true: renewal stopped until the
+/// Once `is_lost()` is true it stays true: every instance stopped until the
 /// Redlock deadline (validity less a wide drift allowance) passed, then an
 /// instance renewal landing within the allowance moves the deadline ahead
 /// again, and the guard still reports the lease lost.
@@ -657,8 +661,10 @@ async fn is_lost_stays_true() {
         .await
         .unwrap()
         .expect("free");
-    for m in &managers {
-        m.pause_renewal(true);
+    // Every instance stops answering (SIGSTOP) until the Redlock deadline
+    // has passed, then answers again while the keys (3 s TTL) still live.
+    for s in &servers {
+        s.pause().unwrap();
     }
     wait::wait_until(
         Duration::from_secs(5),
@@ -666,8 +672,8 @@ async fn is_lost_stays_true() {
         || async { guard.is_lost() },
     )
     .await;
-    for m in &managers {
-        m.pause_renewal(false);
+    for s in &servers {
+        s.resume().unwrap();
     }
     wait::wait_until(
         Duration::from_secs(5),

@@ -318,9 +318,7 @@ fn parse_chaos(s: &str) -> Result<Chaos, String> {
         ("failover", None) => ChaosKind::Failover,
         ("kill", None) => ChaosKind::Kill,
         ("migrate", None) => ChaosKind::Migrate,
-        ("pause-client", length) => {
-            ChaosKind::PauseClient(length.unwrap_or(DEFAULT_CLIENT_PAUSE))
-        }
+        ("pause-client", length) => ChaosKind::PauseClient(length.unwrap_or(DEFAULT_CLIENT_PAUSE)),
         ("failover" | "kill" | "migrate", Some(_)) => {
             return Err(format!("{s:?}: only pause-client takes a length"));
         }

@@ -41,9 +41,10 @@ async fn scan_once(mgr: &LockManager, auth: &str) -> Result<Vec<Leftover>, Strin
     let mut left = Vec::new();
     for shard in topology.shards() {
         let addr = shard.primary().addr();
-        let scanned = tokio::time::timeout(SCAN_TIMEOUT, scan_node(&format!("redis://{auth}{addr}")))
-            .await
-            .unwrap_or_else(|_| Err(format!("{addr}: no answer")));
+        let scanned =
+            tokio::time::timeout(SCAN_TIMEOUT, scan_node(&format!("redis://{auth}{addr}")))
+                .await
+                .unwrap_or_else(|_| Err(format!("{addr}: no answer")));
         match scanned {
             Ok(mut found) => left.append(&mut found),
             Err(e) => eprintln!("leftover scan: {e}"),

@@ -74,7 +74,10 @@ fn main() {
                 matches.value_source("hold") == Some(clap::parser::ValueSource::CommandLine);
             if args.resource && !hold_given {
                 let work = Duration::from_millis(5);
-                args.hold = Hold { min: work, max: work };
+                args.hold = Hold {
+                    min: work,
+                    max: work,
+                };
             }
             args
         }

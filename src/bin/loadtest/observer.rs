@@ -30,15 +30,15 @@
 //!
 //! Per fault window, an item counts when its time falls in
 //! `[start, counted_until]`: an overlap by the later start of its pair, a
-//! write by its send time, a loss by its report time. Leftovers are not
+//! write by its send time, a loss by its report time, a lease by its grant. Leftovers are not
 //! timed and are only counted overall.
 //!
 //! What it does not see: writes that never returned (timed out) have no
 //! `seq` and are left out of the resource order; a process killed before it
 //! wrote its events contributes none.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use serde_json::{Value, json};
 
@@ -79,8 +79,13 @@ pub(crate) struct LeaseEvent {
 /// What the resource said to one write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteOutcome {
-    Accepted { seq: u64 },
-    Rejected { seq: u64, highest: u64 },
+    Accepted {
+        seq: u64,
+    },
+    Rejected {
+        seq: u64,
+        highest: u64,
+    },
     /// No answer (timeout or error): not in the resource's order.
     Failed,
 }
@@ -193,7 +198,10 @@ pub(crate) fn check(
     leftovers: &[Leftover],
 ) -> Verdict {
     let mut verdict = Verdict {
-        windows: windows.iter().map(|w| (w.clone(), Findings::default())).collect(),
+        windows: windows
+            .iter()
+            .map(|w| (w.clone(), Findings::default()))
+            .collect(),
         ..Verdict::default()
     };
     let mut per_key: HashMap<u64, Findings> = HashMap::new();
@@ -235,6 +243,15 @@ pub(crate) fn check(
         .filter(|w| w.outcome == WriteOutcome::Failed)
         .count() as u64;
 
+    for (window, findings) in &mut verdict.windows {
+        let within = |t: u64| (window.start..=window.counted_until).contains(&t);
+        findings.leases = leases.iter().filter(|l| within(l.acquire_replied)).count() as u64;
+        findings.writes = writes.iter().filter(|w| within(w.sent)).count() as u64;
+        findings.failed_writes = writes
+            .iter()
+            .filter(|w| within(w.sent) && w.outcome == WriteOutcome::Failed)
+            .count() as u64;
+    }
     for lease in leases {
         if let Some(at) = lease.lost {
             record(lease.key, Item::Lost, at, &mut verdict);
@@ -269,7 +286,11 @@ pub(crate) fn check(
         // acquire_replied: the earliest grant among leases sent after t.
         let mut granted: Vec<(u64, u64)> = leases_by_key
             .get(&key)
-            .map(|ls| ls.iter().map(|l| (l.acquire_sent, l.acquire_replied)).collect())
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| (l.acquire_sent, l.acquire_replied))
+                    .collect()
+            })
             .unwrap_or_default();
         granted.sort_unstable();
         let mut suffix_min = vec![u64::MAX; granted.len() + 1];
@@ -588,7 +609,12 @@ mod tests {
             write(a, 7, 10, 150, accepted(1)),
             write(b, 7, 11, 350, accepted(2)),
         ];
-        assert_eq!(check(&leases, &early, &[], &[]).overall.stale_writes_accepted, 0);
+        assert_eq!(
+            check(&leases, &early, &[], &[])
+                .overall
+                .stale_writes_accepted,
+            0
+        );
     }
 
     #[test]
@@ -653,6 +679,7 @@ mod tests {
         assert_eq!(pause.first_loss_after, Some(400));
         assert_eq!(pause.last_loss_after, Some(600));
         assert_eq!(pause.overlapping_holds, 0); // the overlap began at 301
+        assert_eq!((pause.leases, pause.writes), (0, 1));
         assert_eq!(pause.orphaned_leases, None);
         let (_, failover) = &v.windows[1];
         assert_eq!(*failover, Findings::default());
@@ -663,10 +690,22 @@ mod tests {
     fn leftovers_are_orphaned_unreleased_or_unattributed() {
         let leases = [lease(id(0, 0, 0), 7, 10, 100, 200)];
         let leftovers = [
-            Leftover { key: 7, fence: Some(10) }, // granted: a release that did not land
-            Leftover { key: 7, fence: Some(12) }, // never granted: a failed acquire
-            Leftover { key: 8, fence: Some(10) }, // fence 10 was granted on key 7 only
-            Leftover { key: 9, fence: None },
+            Leftover {
+                key: 7,
+                fence: Some(10),
+            }, // granted: a release that did not land
+            Leftover {
+                key: 7,
+                fence: Some(12),
+            }, // never granted: a failed acquire
+            Leftover {
+                key: 8,
+                fence: Some(10),
+            }, // fence 10 was granted on key 7 only
+            Leftover {
+                key: 9,
+                fence: None,
+            },
         ];
         let v = check(&leases, &[], &[], &leftovers);
         assert_eq!(v.overall.unreleased_leases, Some(1));
@@ -684,7 +723,10 @@ mod tests {
         ];
         let v = check(&leases, &writes, &[], &[]);
         assert_eq!(v.overall.failed_writes, 1);
-        assert_eq!(v.overall.stale_writes_rejected + v.overall.stale_writes_accepted, 0);
+        assert_eq!(
+            v.overall.stale_writes_rejected + v.overall.stale_writes_accepted,
+            0
+        );
     }
 
     #[test]

@@ -273,9 +273,10 @@ pub(crate) fn collect(dir: &Path, exits: &[ProcessExit]) -> Merged {
                 merged.per_process.push(summary);
             }
             Err(e) => {
-                merged
-                    .missing
-                    .push(format!("client process {} ({}): {e}", exit.index, exit.status));
+                merged.missing.push(format!(
+                    "client process {} ({}): {e}",
+                    exit.index, exit.status
+                ));
                 merged.per_process.push(json!({
                     "index": exit.index,
                     "pid": exit.pid,
@@ -314,7 +315,10 @@ fn read_child(dir: &Path, index: usize, merged: &mut Merged) -> Result<Value, St
             tally.errors.insert(kind.clone(), n.as_u64().unwrap_or(0));
         }
     }
-    let seconds = summary["seconds_cycles"].as_array().cloned().unwrap_or_default();
+    let seconds = summary["seconds_cycles"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if merged.timeline.len() < seconds.len() {
         merged.timeline.resize_with(seconds.len(), Second::new);
     }

@@ -291,12 +291,10 @@ pub(crate) fn print_human(m: &Measured<'_>, j: &Value) {
     for c in &m.chaos {
         match (&c.error, c.unavailable_s) {
             (Some(e), _) => println!("chaos:       {} at {:.1} s failed: {e}", c.what, c.at_s),
-            (None, gap) => println!(
-                "chaos:       {} of {} at {:.1} s; longest gap without an acquire on its shard {}",
-                c.what,
-                c.node,
-                c.at_s,
-                gap.map_or("unknown".into(), |g| format!("{g:.3} s"))
+            (None, None) => println!("chaos:       {} of {} at {:.1} s", c.what, c.node, c.at_s),
+            (None, Some(gap)) => println!(
+                "chaos:       {} of {} at {:.1} s; longest gap without an acquire on its shard {gap:.3} s",
+                c.what, c.node, c.at_s,
             ),
         }
     }
@@ -364,7 +362,10 @@ fn print_observer(o: &Observed, a: &Args) {
         for p in &o.per_process {
             println!(
                 "  process {}: pid {}, {}, {} cycles",
-                p["index"], p["pid"], p["exit"].as_str().unwrap_or("?"), p["cycles"]
+                p["index"],
+                p["pid"],
+                p["exit"].as_str().unwrap_or("?"),
+                p["cycles"]
             );
         }
         for failed in &o.failed_processes {
@@ -389,7 +390,8 @@ fn print_observer(o: &Observed, a: &Args) {
         f.unattributed_leftovers.unwrap_or(0)
     );
     for (w, wf) in &o.verdict.windows {
-        let after = |ns: Option<u64>| ns.map_or("none".into(), |ns| format!("{:.3} s", ns as f64 / 1e9));
+        let after =
+            |ns: Option<u64>| ns.map_or("none".into(), |ns| format!("{:.3} s", ns as f64 / 1e9));
         println!(
             "window:      {} {:.1}..{:.1} s: {}; loss reports first {} last {} after its start",
             w.name,

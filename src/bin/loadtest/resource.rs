@@ -44,13 +44,10 @@ impl Resource {
     pub(crate) async fn connect(url: &str) -> Result<Resource, String> {
         let client =
             redis::Client::open(url).map_err(|e| format!("bad resource address {url}: {e}"))?;
-        let conn = tokio::time::timeout(
-            WRITE_TIMEOUT,
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| format!("the resource at {url} did not answer"))?
-        .map_err(|e| format!("cannot reach the resource at {url}: {e}"))?;
+        let conn = tokio::time::timeout(WRITE_TIMEOUT, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| format!("the resource at {url} did not answer"))?
+            .map_err(|e| format!("cannot reach the resource at {url}: {e}"))?;
         Ok(Resource {
             conn,
             script: std::sync::Arc::new(redis::Script::new(include_str!("fenced_write.lua"))),

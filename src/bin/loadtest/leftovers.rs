@@ -81,7 +81,7 @@ async fn scan_node(url: &str) -> Result<Vec<Leftover>, String> {
     let mut left = Vec::with_capacity(keys.len());
     for key in keys {
         let value: Option<String> = conn.get(&key).await.map_err(|e| format!("{url}: {e}"))?;
-        let (Some(value), Some(n)) = (value, key_number(key[NAMESPACE.len()..].as_bytes())) else {
+        let (Some(value), Some(n)) = (value, key_number(&key.as_bytes()[NAMESPACE.len()..])) else {
             continue; // expired meanwhile, or not one of ours
         };
         let fence = value.split_once('.').and_then(|(_, f)| f.parse().ok());

@@ -102,6 +102,13 @@ fn bad_options_exit_2_with_one_line() {
             "127.0.0.1:1",
         ),
         (&["--duration", "2s", "--chaos", "kill@5s"], "--chaos"),
+        (&["--chaos", "pause-client@1s"], "--processes"),
+        (&["--chaos", "pause-client@1s:0"], "--chaos"),
+        (&["--chaos", "kill@1s:2s"], "--chaos"),
+        (&["--processes", "0"], "--processes"),
+        (&["--processes", "3", "--workers", "2"], "--processes"),
+        (&["--resource", "--mode", "many:2"], "--resource"),
+        (&["--processes", "2", "--redlock", "3"], "--redlock"),
     ];
     for (args, named) in cases {
         let out = loadtest(args);
@@ -338,4 +345,112 @@ fn json_run_writes_a_plot_next_to_it() {
         assert!(plot[..at].ends_with("<path class=\"series\" "), "{plot}");
     }
     assert!(plot.contains(">failover @"), "{plot}");
+}
+
+/// The observer's fields, overall and per fault window.
+const OBSERVER_FIELDS: [&str; 8] = [
+    "overlapping_holds",
+    "stale_writes_rejected",
+    "stale_writes_accepted",
+    "fresh_writes_rejected",
+    "lost_leases_reported",
+    "unreported_losses",
+    "orphaned_leases",
+    "unreleased_leases",
+];
+
+/// Two client processes writing to the fenced protected resource, no
+/// faults: every holder's write is accepted in order, no two holders of
+/// one key overlap (across processes), nothing is left in the cluster,
+/// and the report has every observer field and both processes.
+#[test]
+fn two_processes_with_a_resource_are_safe_and_report_every_field() {
+    let report = run_report(
+        "processes",
+        &[
+            "--duration",
+            "3s",
+            "--workers",
+            "8",
+            "--keys",
+            "50",
+            "--processes",
+            "2",
+            "--resource",
+        ],
+    );
+    for field in OBSERVER_FIELDS {
+        assert!(report[field].is_u64(), "missing {field}: {report}");
+    }
+    assert!(report["fault_windows"].as_array().is_some(), "{report}");
+    assert_eq!(report["overlapping_holds"], 0, "{report}");
+    assert_eq!(report["stale_writes_accepted"], 0, "{report}");
+    assert_eq!(report["stale_writes_rejected"], 0, "{report}");
+    assert_eq!(report["unreported_losses"], 0, "{report}");
+    assert_eq!(report["orphaned_leases"], 0, "{report}");
+    assert_eq!(report["unreleased_leases"], 0, "{report}");
+    assert_eq!(report["mode"], "fenced", "{report}");
+    let processes = report["per_process"]
+        .as_array()
+        .expect("per-process figures");
+    assert_eq!(processes.len(), 2, "{report}");
+    let mut cycles = 0;
+    for p in processes {
+        assert_eq!(p["exit"], "exit 0", "{p}");
+        assert!(p["cycles"].as_u64().unwrap_or(0) > 10, "{p}");
+        cycles += p["cycles"].as_u64().unwrap_or(0);
+    }
+    // The merged figure is the sum of the processes'.
+    assert_eq!(report["cycles"].as_u64(), Some(cycles), "{report}");
+    // One write per lease, and each was answered.
+    assert_eq!(report["writes"], report["leases"], "{report}");
+    assert!(report["writes"].as_u64().unwrap_or(0) >= cycles, "{report}");
+    assert_eq!(report["failed_writes"], 0, "{report}");
+}
+
+/// A client process paused (SIGSTOP) for 3 s, longer than the 1 s TTL,
+/// while its workers sit in the 5 ms "work" between the guard check and
+/// the write: the other process takes those keys once they expire and
+/// writes with higher tokens, so the paused holders' late writes are
+/// unreported losses, and the resource refuses them — none is accepted.
+/// It is certain because 6 workers per process on 20 keys spend most of
+/// each cycle in that work (a pause that finds none of the 6 there is
+/// vanishingly rare), and the other process's ~700 cycles/s over 20 keys
+/// reach every expired key within the pause.
+#[test]
+fn a_paused_client_writes_late_and_fencing_rejects_it() {
+    let report = run_report(
+        "pause",
+        &[
+            "--duration",
+            "5s",
+            "--workers",
+            "12",
+            "--keys",
+            "20",
+            "--processes",
+            "2",
+            "--resource",
+            "--ttl",
+            "1s",
+            "--chaos",
+            "pause-client@1s:3s",
+        ],
+    );
+    assert_eq!(report["stale_writes_accepted"], 0, "{report}");
+    let unreported = report["unreported_losses"].as_u64().unwrap_or(0);
+    let rejected = report["stale_writes_rejected"].as_u64().unwrap_or(0);
+    assert!(unreported > 0 || rejected > 0, "{report}");
+    let windows = report["fault_windows"].as_array().expect("fault windows");
+    assert_eq!(windows.len(), 1, "{report}");
+    assert_eq!(windows[0]["name"], "pause-client", "{report}");
+    for field in &OBSERVER_FIELDS[..6] {
+        assert!(windows[0][field].is_u64(), "window lacks {field}: {report}");
+    }
+    assert_eq!(windows[0]["stale_writes_accepted"], 0, "{report}");
+    assert!(
+        windows[0]["unreported_losses"].as_u64().unwrap_or(0) > 0
+            || windows[0]["stale_writes_rejected"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
 }

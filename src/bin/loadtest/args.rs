@@ -22,7 +22,8 @@ pub(crate) struct Args {
     #[arg(long, default_value = "uniform", value_parser = parse_distribution)]
     pub(crate) distribution: Distribution,
     /// How long each lock is held: a duration (`0`, `2ms`) or a range
-    /// drawn uniformly (`1ms..5ms`).
+    /// drawn uniformly (`1ms..5ms`). Default 0, or 5ms with `--resource`
+    /// (the "work" between the guard check and the write).
     #[arg(long, default_value = "0", value_parser = parse_hold)]
     pub(crate) hold: Hold,
     /// Lease length of every lock.
@@ -85,10 +86,46 @@ pub(crate) struct Args {
     /// (the first 1 % of key numbers, the most popular under zipf) or `cold`.
     #[arg(long)]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
-    /// A fault on the embedded cluster at a time into the run:
-    /// `failover@5s`, `kill@5s`, `migrate@5s` (repeatable).
+    /// A fault at a time into the run: `failover@5s`, `kill@5s`,
+    /// `migrate@5s` on the embedded cluster's primary of key 0, or
+    /// `pause-client@5s[:3s]` (with `--processes` ≥ 2): SIGSTOP the last
+    /// client process for the given time (default 3s), then SIGCONT
+    /// (repeatable, combinable).
     #[arg(long, value_parser = parse_chaos)]
     pub(crate) chaos: Vec<Chaos>,
+    /// Run the workers in N client processes (children of this one, each
+    /// with its own lock manager and connections, `--workers` shared
+    /// among them); the report merges their figures.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one_usize)]
+    pub(crate) processes: usize,
+    /// Start a standalone server as the protected resource: each holder
+    /// checks its guard, works for `--hold`, then writes its fencing token
+    /// there through a compare-and-set that refuses tokens below the
+    /// highest one it took. Implies `--mode fenced`. The report then has
+    /// the outside observer's figures; a stale write accepted makes the
+    /// exit status 1.
+    #[arg(long)]
+    pub(crate) resource: bool,
+    /// The run is expected to break the safety claim (e.g. servers' clocks
+    /// skewed on purpose): stale writes accepted do not make the exit
+    /// status 1.
+    #[arg(long)]
+    pub(crate) expect_unsafe: bool,
+    /// Internal: run as client process INDEX of a `--processes` run.
+    #[arg(long, hide = true)]
+    pub(crate) child: Option<usize>,
+    /// Internal: where a client process writes its results.
+    #[arg(long, hide = true)]
+    pub(crate) child_dir: Option<std::path::PathBuf>,
+    /// Internal: the parent's pid (a client process dies with it).
+    #[arg(long, hide = true)]
+    pub(crate) parent_pid: Option<i32>,
+    /// Internal: the protected resource's URL.
+    #[arg(long, hide = true)]
+    pub(crate) resource_url: Option<String>,
+    /// Internal: the load's start on CLOCK_MONOTONIC, ns.
+    #[arg(long, hide = true)]
+    pub(crate) start_at_ns: Option<u64>,
 }
 
 /// How keys are drawn from `0..keys`.
@@ -127,7 +164,12 @@ pub(crate) enum ChaosKind {
     Failover,
     Kill,
     Migrate,
+    /// SIGSTOP a client process for this long, then SIGCONT.
+    PauseClient(Duration),
 }
+
+/// How long `pause-client@T` pauses without `:dur`.
+pub(crate) const DEFAULT_CLIENT_PAUSE: Duration = Duration::from_secs(3);
 
 impl std::fmt::Display for ChaosKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,6 +177,7 @@ impl std::fmt::Display for ChaosKind {
             ChaosKind::Failover => "failover",
             ChaosKind::Kill => "kill",
             ChaosKind::Migrate => "migrate",
+            ChaosKind::PauseClient(_) => "pause-client",
         })
     }
 }
@@ -264,14 +307,26 @@ fn parse_seed(s: &str) -> Result<String, String> {
 }
 
 fn parse_chaos(s: &str) -> Result<Chaos, String> {
-    let (kind, at) = s
-        .split_once('@')
-        .ok_or_else(|| format!("{s:?}: use failover@5s, kill@5s or migrate@5s"))?;
-    let kind = match kind {
-        "failover" => ChaosKind::Failover,
-        "kill" => ChaosKind::Kill,
-        "migrate" => ChaosKind::Migrate,
-        other => return Err(format!("unknown fault {other:?} (failover, kill, migrate)")),
+    let (kind, when) = s.split_once('@').ok_or_else(|| {
+        format!("{s:?}: use failover@5s, kill@5s, migrate@5s or pause-client@5s:3s")
+    })?;
+    let (at, length) = match when.split_once(':') {
+        Some((at, length)) => (at, Some(positive_duration(length)?)),
+        None => (when, None),
+    };
+    let kind = match (kind, length) {
+        ("failover", None) => ChaosKind::Failover,
+        ("kill", None) => ChaosKind::Kill,
+        ("migrate", None) => ChaosKind::Migrate,
+        ("pause-client", length) => ChaosKind::PauseClient(length.unwrap_or(DEFAULT_CLIENT_PAUSE)),
+        ("failover" | "kill" | "migrate", Some(_)) => {
+            return Err(format!("{s:?}: only pause-client takes a length"));
+        }
+        (other, _) => {
+            return Err(format!(
+                "unknown fault {other:?} (failover, kill, migrate, pause-client)"
+            ));
+        }
     };
     Ok(Chaos {
         kind,
@@ -303,6 +358,23 @@ mod tests {
         assert!(parse_mode("many:0").is_err());
         assert!(parse_seed("localhost:7000").is_err());
         assert!(parse_chaos("explode@1s").is_err());
+        assert!(parse_chaos("kill@1s:2s").is_err());
+        assert!(parse_chaos("pause-client@1s:0").is_err());
+    }
+
+    #[test]
+    fn client_pauses_parse_with_and_without_a_length() {
+        assert_eq!(
+            parse_chaos("pause-client@1s:500ms"),
+            Ok(Chaos {
+                kind: ChaosKind::PauseClient(Duration::from_millis(500)),
+                at: Duration::from_secs(1),
+            })
+        );
+        assert_eq!(
+            parse_chaos("pause-client@2s").map(|c| c.kind),
+            Ok(ChaosKind::PauseClient(DEFAULT_CLIENT_PAUSE))
+        );
     }
 }
 

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use shardlock::RouterStats;
 
 use crate::args::Args;
+use crate::observer::{Findings, Verdict};
 use crate::raw::RawRun;
 use crate::workload::Tally;
 
@@ -38,6 +39,60 @@ pub(crate) struct Measured<'a> {
     pub(crate) chaos: Vec<ChaosOutcome>,
     /// Where the plot was written, if one was asked for.
     pub(crate) plot: Option<&'a std::path::Path>,
+    /// The outside observer (`--resource` or `--processes` ≥ 2).
+    pub(crate) observed: Option<&'a Observed>,
+}
+
+/// What the outside observer found, and the client processes.
+pub(crate) struct Observed {
+    pub(crate) verdict: Verdict,
+    /// The load's start on CLOCK_MONOTONIC (fault windows count from it).
+    pub(crate) start_ns: u64,
+    /// One object per client process (empty in one process).
+    pub(crate) per_process: Vec<Value>,
+    pub(crate) failed_processes: Vec<String>,
+}
+
+/// The observer's fields, added to the top level of the report.
+fn observer_json(o: &Observed, processes: usize) -> Value {
+    let mut fields = o.verdict.overall.to_json();
+    let windows: Vec<Value> = o
+        .verdict
+        .windows
+        .iter()
+        .map(|(w, f)| {
+            let mut v = f.to_json();
+            v["name"] = json!(w.name);
+            v["start_s"] = json!(w.start.saturating_sub(o.start_ns) as f64 / 1e9);
+            v["end_s"] = json!(w.end.saturating_sub(o.start_ns) as f64 / 1e9);
+            v["counted_until_s"] = json!(w.counted_until.saturating_sub(o.start_ns) as f64 / 1e9);
+            v
+        })
+        .collect();
+    let keys: serde_json::Map<String, Value> = o
+        .verdict
+        .keys
+        .iter()
+        .map(|(k, f)| (k.to_string(), f.to_json()))
+        .collect();
+    fields["fault_windows"] = json!(windows);
+    fields["observer_keys"] = Value::Object(keys);
+    fields["processes"] = json!(processes);
+    fields["per_process"] = json!(o.per_process);
+    fields["failed_processes"] = json!(o.failed_processes);
+    fields
+}
+
+fn findings_line(f: &Findings) -> String {
+    format!(
+        "{} overlapping holds, stale writes {} rejected / {} accepted, {} fresh writes rejected, {} lost leases reported, {} unreported losses",
+        f.overlapping_holds,
+        f.stale_writes_rejected,
+        f.stale_writes_accepted,
+        f.fresh_writes_rejected,
+        f.lost_leases_reported,
+        f.unreported_losses
+    )
 }
 
 /// The `quantile` of a µs histogram, in ms (0 when empty).
@@ -87,7 +142,7 @@ pub(crate) fn to_json(m: &Measured<'_>) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut report = json!({
         "cycles": t.cycles,
         "cycles_per_sec": cycles_per_sec,
         "acquired": t.acquired,
@@ -133,7 +188,16 @@ pub(crate) fn to_json(m: &Measured<'_>) -> Value {
         "raw": raw,
         "chaos": chaos,
         "plot": m.plot.map(|p| p.display().to_string()),
-    })
+        "processes": m.args.processes,
+        "resource": m.args.resource,
+    });
+    if let Some(o) = m.observed
+        && let (Value::Object(into), Value::Object(from)) =
+            (&mut report, observer_json(o, m.args.processes))
+    {
+        into.extend(from);
+    }
+    report
 }
 
 fn opt(v: &Value, digits: usize) -> String {
@@ -227,12 +291,10 @@ pub(crate) fn print_human(m: &Measured<'_>, j: &Value) {
     for c in &m.chaos {
         match (&c.error, c.unavailable_s) {
             (Some(e), _) => println!("chaos:       {} at {:.1} s failed: {e}", c.what, c.at_s),
-            (None, gap) => println!(
-                "chaos:       {} of {} at {:.1} s; longest gap without an acquire on its shard {}",
-                c.what,
-                c.node,
-                c.at_s,
-                gap.map_or("unknown".into(), |g| format!("{g:.3} s"))
+            (None, None) => println!("chaos:       {} of {} at {:.1} s", c.what, c.node, c.at_s),
+            (None, Some(gap)) => println!(
+                "chaos:       {} of {} at {:.1} s; longest gap without an acquire on its shard {gap:.3} s",
+                c.what, c.node, c.at_s,
             ),
         }
     }
@@ -275,9 +337,82 @@ pub(crate) fn print_human(m: &Measured<'_>, j: &Value) {
         );
     }
     println!(
-        "violations: {} ({} overlapping holds, {} fencing tokens not increasing)",
+        "violations: {} ({} overlapping holds, {} fencing tokens not increasing){}",
         m.overlaps + m.token_regressions,
         m.overlaps,
-        m.token_regressions
+        m.token_regressions,
+        if a.processes > 1 {
+            " — in-process check, summed over the client processes"
+        } else {
+            ""
+        }
+    );
+    if let Some(o) = m.observed {
+        print_observer(o, a);
+    }
+}
+
+fn print_observer(o: &Observed, a: &Args) {
+    let f = &o.verdict.overall;
+    if a.processes > 1 {
+        println!(
+            "processes:   {} client processes; figures above are merged over them (histograms merged, CPU summed); per process in the JSON report",
+            a.processes
+        );
+        for p in &o.per_process {
+            println!(
+                "  process {}: pid {}, {}, {} cycles",
+                p["index"],
+                p["pid"],
+                p["exit"].as_str().unwrap_or("?"),
+                p["cycles"]
+            );
+        }
+        for failed in &o.failed_processes {
+            println!("  FAILED {failed}");
+        }
+    }
+    println!(
+        "observer:    {} leases, {} writes to the resource ({} unanswered), across all processes",
+        f.leases, f.writes, f.failed_writes
+    );
+    if f.overlapping_holds > 0 {
+        println!(
+            "OVERLAPPING HOLDS: {} pairs of holders held one key at once (Redis cannot prevent this under faults; fencing must catch their writes)",
+            f.overlapping_holds
+        );
+    }
+    println!("observer:    {}", findings_line(f));
+    println!(
+        "leftovers:   {} orphaned leases, {} unreleased leases, {} unattributed keys",
+        f.orphaned_leases.unwrap_or(0),
+        f.unreleased_leases.unwrap_or(0),
+        f.unattributed_leftovers.unwrap_or(0)
+    );
+    for (w, wf) in &o.verdict.windows {
+        let after =
+            |ns: Option<u64>| ns.map_or("none".into(), |ns| format!("{:.3} s", ns as f64 / 1e9));
+        println!(
+            "window:      {} {:.1}..{:.1} s: {}; loss reports first {} last {} after its start",
+            w.name,
+            w.start.saturating_sub(o.start_ns) as f64 / 1e9,
+            w.end.saturating_sub(o.start_ns) as f64 / 1e9,
+            findings_line(wf),
+            after(wf.first_loss_after),
+            after(wf.last_loss_after)
+        );
+    }
+    println!(
+        "safety:      {} stale writes accepted{}",
+        f.stale_writes_accepted,
+        if f.stale_writes_accepted > 0 {
+            if a.expect_unsafe {
+                " — expected (--expect-unsafe)"
+            } else {
+                " — THE SAFETY CLAIM FAILED"
+            }
+        } else {
+            ""
+        }
     );
 }

@@ -16,6 +16,8 @@ use shardlock::{
 use tokio::time::Instant;
 
 use crate::args::{Args, Distribution, Mode};
+use crate::observer::{LeaseEvent, LeaseId, WriteEvent, WriteOutcome};
+use crate::resource::{Resource, now_ns};
 use crate::safety::Safety;
 
 /// Prefix of every lock key the load test takes.
@@ -56,6 +58,10 @@ pub(crate) struct Tally {
     /// the plot; not merged by [`Tally::merge`], which live progress calls
     /// often, but by [`Shared::timeline`] once at the end.
     pub(crate) seconds: Vec<Second>,
+    /// The observer's events (recorded when [`Shared::observe`] is set);
+    /// collected once at the end, never merged.
+    pub(crate) leases: Vec<LeaseEvent>,
+    pub(crate) writes: Vec<WriteEvent>,
 }
 
 /// One second of one worker's run.
@@ -90,11 +96,13 @@ impl Tally {
             cycle: histogram(),
             hold: histogram(),
             seconds: Vec::new(),
+            leases: Vec::new(),
+            writes: Vec::new(),
         }
     }
 
     /// This worker's bucket for the second that `at` falls in.
-    fn second(&mut self, start: Instant, at: Instant) -> &mut Second {
+    pub(crate) fn second(&mut self, start: Instant, at: Instant) -> &mut Second {
         let index = at.saturating_duration_since(start).as_secs() as usize;
         if self.seconds.len() <= index {
             self.seconds.resize_with(index + 1, Second::new);
@@ -223,6 +231,38 @@ impl GapTracker {
     }
 }
 
+/// Which workers of the run this process runs: `process` numbers the
+/// client process (0 without `--processes`), `workers` the global worker
+/// numbers (they seed the key choices and the open-loop schedule).
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub(crate) process: u32,
+    pub(crate) workers: std::ops::Range<usize>,
+}
+
+impl Placement {
+    /// Every worker, in process 0.
+    pub(crate) fn whole(args: &Args) -> Placement {
+        Placement {
+            process: 0,
+            workers: 0..args.workers,
+        }
+    }
+
+    /// Client process `index`'s share of `workers` (the first
+    /// `workers % processes` processes run one more).
+    pub(crate) fn share(index: usize, processes: usize, workers: usize) -> Placement {
+        let base = workers / processes;
+        let extra = workers % processes;
+        let first = index * base + index.min(extra);
+        let count = base + usize::from(index < extra);
+        Placement {
+            process: index as u32,
+            workers: first..first + count,
+        }
+    }
+}
+
 /// What the workers share.
 pub(crate) struct Shared {
     pub(crate) mgr: LockManager,
@@ -239,6 +279,11 @@ pub(crate) struct Shared {
     /// Fault windows being watched (set by the chaos task).
     pub(crate) gaps: Mutex<Vec<Arc<GapTracker>>>,
     pub(crate) watching_gaps: AtomicBool,
+    pub(crate) placement: Placement,
+    /// The protected resource (`--resource`): holders write to it.
+    pub(crate) resource: Option<Resource>,
+    /// Record the observer's events (leases, writes).
+    pub(crate) observe: bool,
 }
 
 impl Shared {
@@ -250,15 +295,45 @@ impl Shared {
         keys: KeyChooser,
         args: &Args,
     ) -> Arc<Shared> {
-        let start = Instant::now();
+        Shared::start_at(
+            mgr,
+            redlock,
+            keys,
+            args,
+            Instant::now(),
+            Placement::whole(args),
+            None,
+            false,
+        )
+    }
+
+    /// As [`Shared::start`], for the workers of `placement`, starting at
+    /// `start`, writing to `resource` when given and recording events when
+    /// `observe`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_at(
+        mgr: LockManager,
+        redlock: Option<RedlockManager>,
+        keys: KeyChooser,
+        args: &Args,
+        start: Instant,
+        placement: Placement,
+        resource: Option<Resource>,
+        observe: bool,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             mgr,
             redlock,
             keys,
             safety: Safety::new(),
-            tallies: (0..args.workers)
+            tallies: placement
+                .workers
+                .clone()
                 .map(|_| Mutex::new(Tally::new()))
                 .collect(),
+            placement,
+            resource,
+            observe,
             start,
             end: start + args.duration,
             stop: AtomicBool::new(false),
@@ -268,11 +343,22 @@ impl Shared {
         })
     }
 
+    /// Every worker's events, taken out of the tallies.
+    pub(crate) fn take_events(&self) -> (Vec<LeaseEvent>, Vec<WriteEvent>) {
+        let (mut leases, mut writes) = (Vec::new(), Vec::new());
+        for tally in &self.tallies {
+            let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+            leases.append(&mut tally.leases);
+            writes.append(&mut tally.writes);
+        }
+        (leases, writes)
+    }
+
     /// Spawns the run's workers.
     pub(crate) fn spawn_workers(self: &Arc<Shared>) -> tokio::task::JoinSet<()> {
         let mut workers = tokio::task::JoinSet::new();
-        for id in 0..self.args.workers {
-            workers.spawn(worker(self.clone(), id));
+        for local in 0..self.tallies.len() {
+            workers.spawn(worker(self.clone(), local));
         }
         workers
     }
@@ -323,6 +409,27 @@ enum Held {
 }
 
 impl Held {
+    /// Not lost, and the validity deadline still ahead: what a holder
+    /// checks before it acts on its lease.
+    fn valid_now(&self) -> bool {
+        match self {
+            Held::One(guard) => !guard.is_lost() && guard.valid_until() > Instant::now(),
+            Held::Redlock(guard) => !guard.is_lost(),
+            Held::Many(guards) => guards
+                .guards()
+                .iter()
+                .all(|g| !g.is_lost() && g.valid_until() > Instant::now()),
+        }
+    }
+
+    fn is_lost(&self) -> bool {
+        match self {
+            Held::One(guard) => guard.is_lost(),
+            Held::Redlock(guard) => guard.is_lost(),
+            Held::Many(guards) => guards.guards().iter().any(LockGuard::is_lost),
+        }
+    }
+
     fn token(&self) -> Option<u64> {
         match self {
             Held::One(guard) => guard.fencing_token().map(|t| t.get()),
@@ -410,9 +517,12 @@ fn draw_keys(shared: &Shared, rng: &mut fastrand::Rng, keys: &mut Vec<u64>) {
     }
 }
 
-/// One worker: cycles until the end of the run.
-pub(crate) async fn worker(shared: Arc<Shared>, id: usize) {
+/// One worker (the `local`-th of this process): cycles until the end of
+/// the run.
+pub(crate) async fn worker(shared: Arc<Shared>, local: usize) {
     let args = &shared.args;
+    let id = shared.placement.workers.start + local;
+    let mut lease_n = 0u64;
     let mut rng =
         fastrand::Rng::with_seed(args.seed ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     // Open loop: worker `id` owns every `workers`-th slot of the schedule.
@@ -441,9 +551,11 @@ pub(crate) async fn worker(shared: Arc<Shared>, id: usize) {
             break;
         }
         draw_keys(&shared, &mut rng, &mut keys);
+        let acquire_sent = now_ns();
         let outcome = acquire(&shared, &keys).await;
         let acquired_at = Instant::now();
-        let tally = &shared.tallies[id];
+        let acquire_replied = now_ns();
+        let tally = &shared.tallies[local];
         let held = match outcome {
             Ok(Some(held)) => held,
             Ok(None) => {
@@ -469,22 +581,71 @@ pub(crate) async fn worker(shared: Arc<Shared>, id: usize) {
         } else {
             args.hold.min
         };
-        let lost_while_held = if hold.is_zero() {
+        let lease_id = LeaseId {
+            process: shared.placement.process,
+            worker: id as u32,
+            n: lease_n,
+        };
+        lease_n += 1;
+        let mut lost_at = None;
+        let mut write = None;
+        if let Some(resource) = &shared.resource {
+            // Check, work, write: the work does not watch the guard, as a
+            // real holder's does not; a stall here writes after the loss.
+            let check = now_ns();
+            if held.valid_now() {
+                if !hold.is_zero() {
+                    tokio::time::sleep(hold).await;
+                }
+                let fence = token.unwrap_or(0);
+                let sent = now_ns();
+                let outcome = resource.write(keys[0], fence, lease_id).await;
+                write = Some(WriteEvent {
+                    lease: lease_id,
+                    key: keys[0],
+                    token: fence,
+                    check,
+                    sent,
+                    replied: (outcome != WriteOutcome::Failed).then(now_ns),
+                    outcome,
+                });
+            } else {
+                lost_at = Some(check);
+            }
+            if lost_at.is_none() && held.is_lost() {
+                lost_at = Some(now_ns());
+            }
+        } else if hold.is_zero() {
             // Let other workers run while this one believes it holds.
             tokio::task::yield_now().await;
-            false
         } else {
             tokio::select! {
-                _ = tokio::time::sleep(hold) => false,
-                _ = held.lost() => true,
+                _ = tokio::time::sleep(hold) => {}
+                _ = held.lost() => lost_at = Some(now_ns()),
             }
-        };
+        }
+        let lost_while_held = lost_at.is_some();
         for &n in &keys {
             shared.safety.leave(n, id);
         }
         let held_for = acquired_at.elapsed();
+        let end = now_ns();
         let released = held.release().await;
         let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+        if shared.observe {
+            for &key in &keys {
+                tally.leases.push(LeaseEvent {
+                    id: lease_id,
+                    key,
+                    fence: token,
+                    acquire_sent,
+                    acquire_replied,
+                    end,
+                    lost: lost_at,
+                });
+            }
+            tally.writes.extend(write);
+        }
         tally.acquired += 1;
         let acquire_us = (acquired_at - intended).as_micros() as u64;
         let _ = tally.acquire.record(acquire_us);

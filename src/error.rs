@@ -110,6 +110,15 @@ pub enum Error {
     #[error("topology: {0}")]
     Topology(#[from] TopologyError),
 
+    /// The background release still had leases to decide when the wait of
+    /// [`LockManager::flush_releases`](crate::LockManager::flush_releases)
+    /// ended.
+    #[error("background releases still pending after {waited:?}")]
+    ReleasesPending {
+        /// How long the call waited.
+        waited: Duration,
+    },
+
     /// A background task that this call depends on has stopped.
     #[error("the {0} task has stopped")]
     Stopped(&'static str),

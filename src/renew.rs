@@ -96,7 +96,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
@@ -137,6 +137,8 @@ enum Msg {
     /// worker reads this message makes it stale).
     Register(Arc<Lease>, u32),
     Release(Arc<Lease>),
+    /// Answer once the background release has nothing left to decide.
+    Flush(oneshot::Sender<()>),
 }
 
 impl RenewHandle {
@@ -149,6 +151,16 @@ impl RenewHandle {
     /// Releases `lease` soon (its guard was dropped).
     pub(crate) fn release(&self, lease: Arc<Lease>) {
         self.send(Msg::Release(lease));
+    }
+
+    /// Resolves once the worker has decided every background release it
+    /// was handed before this call (and any handed over meanwhile): nothing
+    /// queued, nothing in flight. `Err` when the worker ended (with its
+    /// runtime) before that; the caller bounds the wait.
+    pub(crate) fn flushed(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Flush(tx));
+        rx
     }
 
     /// Hands `msg` to the worker. The worker runs on the runtime that
@@ -173,6 +185,8 @@ impl RenewHandle {
                     lease.mark_lost();
                 }
                 Msg::Release(lease) => hand_over(&self.handover, [lease]),
+                // Dropped: the caller learns that no worker runs.
+                Msg::Flush(_) => {}
             }
             return;
         }
@@ -232,6 +246,7 @@ fn start(
         shards: HashMap::new(),
         singles: VecDeque::new(),
         singles_in_flight: 0,
+        flushes: Vec::new(),
     };
     worker.adopt();
     tokio::spawn(worker.run(Inbox(rx, handover.clone())));
@@ -300,6 +315,10 @@ struct Worker {
     /// at most [`SINGLES_IN_FLIGHT`] at once.
     singles: VecDeque<Due>,
     singles_in_flight: usize,
+    /// Callers of [`RenewHandle::flushed`] waiting for the background
+    /// release to have nothing left (answered when it has; dropped with the
+    /// worker otherwise).
+    flushes: Vec<oneshot::Sender<()>>,
 }
 
 /// The leases the worker holds die with it: when its runtime shuts down,
@@ -337,6 +356,8 @@ impl Drop for Inbox {
                     lease.mark_lost();
                 }
                 Msg::Release(lease) => hand_over(&self.1, [lease]),
+                // Dropped unanswered: the waiter learns the worker ended.
+                Msg::Flush(_) => {}
             }
         }
     }
@@ -451,6 +472,7 @@ impl Worker {
                     self.adopt();
                     prune_shards(&mut self.shards, &self.client.topology());
                     self.release_dropped(&flights);
+                    self.answer_flushes();
                     self.renew_due(&flights);
                 }
             }
@@ -494,6 +516,29 @@ impl Worker {
                 });
             }
             Msg::Release(lease) => self.releases.push(lease),
+            Msg::Flush(tx) => {
+                self.flushes.push(tx);
+                self.answer_flushes();
+            }
+        }
+    }
+
+    /// Answers the flush waiters once nothing is left to release: nothing
+    /// queued or in flight here, nothing left by a dropped worker.
+    fn answer_flushes(&mut self) {
+        if self.flushes.is_empty() || !self.releases.is_idle() {
+            return;
+        }
+        if !self
+            .handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return;
+        }
+        for tx in self.flushes.drain(..) {
+            let _ = tx.send(());
         }
     }
 
@@ -525,6 +570,7 @@ impl Worker {
             self.note_batch(&addr, failed);
         }
         self.release_dropped(flights);
+        self.answer_flushes();
     }
 
     /// Records how a node's batch went; failures back the node off.

@@ -474,6 +474,28 @@ impl LockManager {
         self.inner.renew.release(lease);
     }
 
+    /// Waits until the background release has decided every lease handed
+    /// to it before this call — dropped guards, releases that failed,
+    /// failed acquires' orphans — and any handed to it meanwhile: each one
+    /// deleted by token, found gone, or given up (the key has certainly
+    /// expired by its TTL). For a graceful shutdown: drop or release the
+    /// guards, then call this before the process exits, so that no lease
+    /// this process took outlives it by more than it must.
+    ///
+    /// Fails with [`Error::ReleasesPending`] when `timeout` passes first
+    /// (a node is unreachable, or guards keep being dropped), and with
+    /// [`Error::Stopped`] when the runtime that ran the background task
+    /// shut down meanwhile (its releases wait for the next one). Releases
+    /// of leases still held by guards are not waited for. A zero `timeout`
+    /// only asks whether anything is pending.
+    pub async fn flush_releases(&self, timeout: Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.inner.renew.flushed()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::Stopped("renewal")),
+            Err(_) => Err(Error::ReleasesPending { waited: timeout }),
+        }
+    }
+
     /// Leases handed to the background release since this manager was
     /// built: dropped guards, releases that failed, failed acquires'
     /// orphans. For tests that check that clean-up stays bounded.

@@ -23,7 +23,7 @@ const PROMPTLY: Duration = Duration::from_secs(3);
 
 /// A manager for `server` whose attempts time out after `response` and
 /// whose requests give up after `request`.
-async fn impatient(
+pub(crate) async fn impatient(
     server: &StandaloneServer,
     response: Duration,
     request: Duration,
@@ -39,7 +39,7 @@ async fn impatient(
 }
 
 /// A plain connection to `server`, for looking at keys behind the manager.
-async fn raw(server: &StandaloneServer) -> MultiplexedConnection {
+pub(crate) async fn raw(server: &StandaloneServer) -> MultiplexedConnection {
     redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -47,7 +47,7 @@ async fn raw(server: &StandaloneServer) -> MultiplexedConnection {
         .unwrap()
 }
 
-async fn exists(conn: &mut MultiplexedConnection, key: &str) -> bool {
+pub(crate) async fn exists(conn: &mut MultiplexedConnection, key: &str) -> bool {
     redis::cmd("EXISTS")
         .arg(lock_key(key))
         .query_async(conn)

@@ -11,5 +11,6 @@ mod fencing;
 mod many;
 mod metrics;
 mod renewal;
+mod shutdown;
 mod storms;
 mod support;

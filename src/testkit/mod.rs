@@ -79,6 +79,8 @@
 mod baseline;
 mod cluster;
 mod faults;
+mod partition;
+mod proxy;
 mod server;
 mod standalone;
 mod views;
@@ -89,6 +91,7 @@ use std::time::Duration;
 pub use baseline::redis_benchmark_set;
 pub use cluster::{ClusterSpec, TestCluster};
 pub use faults::SlotMigration;
+pub use partition::Peer;
 pub use standalone::{StandaloneServer, StandaloneSpec};
 
 /// How long a query waits for one node before treating it as down.

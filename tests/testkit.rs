@@ -427,10 +427,7 @@ async fn expect_bytes(stream: &mut tokio::net::TcpStream, want: &[u8]) {
         .await
         .expect("a reply in time")
         .expect("the connection stays open");
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(want)
-    );
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
 }
 
 /// Asserts that nothing arrives for [`SILENCE`]: no byte, no end of stream,
@@ -517,9 +514,7 @@ async fn cut_client_silences_one_node_and_heal_delivers_what_was_queued() {
     // Bad peers are typed errors.
     let err = cluster.cut_client("127.0.0.1:1").unwrap_err();
     assert!(matches!(err, TestkitError::UnknownNode(_)), "{err:?}");
-    let err = cluster
-        .cut(Peer::node(node), Peer::node(node))
-        .unwrap_err();
+    let err = cluster.cut(Peer::node(node), Peer::node(node)).unwrap_err();
     assert!(matches!(err, TestkitError::InvalidArgument(_)), "{err:?}");
     let err = cluster.cut(Peer::Client, Peer::Client).unwrap_err();
     assert!(matches!(err, TestkitError::InvalidArgument(_)), "{err:?}");

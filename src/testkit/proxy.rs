@@ -108,7 +108,11 @@ impl Proxies {
     /// forwarding them to `127.0.0.(10+i)` on the same ports; the nodes may
     /// start later (until then a connection is accepted and closed).
     pub(super) fn start(nodes: usize) -> io::Result<Proxies> {
-        assert!(nodes <= MAX_NODES, "checked by the caller");
+        if nodes > MAX_NODES {
+            return Err(io::Error::other(format!(
+                "at most {MAX_NODES} nodes can be proxied, not {nodes}"
+            )));
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -279,7 +283,10 @@ mod tests {
         assert_eq!(end_of(ip(15), 6), End::Node(5));
         assert_eq!(end_of(ip(16), 6), End::Client);
         assert_eq!(end_of(ip(9), 6), End::Client);
-        assert_eq!(end_of(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10)), 6), End::Client);
+        assert_eq!(
+            end_of(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10)), 6),
+            End::Client
+        );
         assert_eq!(node_ip(0), Ipv4Addr::new(127, 0, 0, 10));
         assert_eq!(node_ip(MAX_NODES - 1), Ipv4Addr::new(127, 0, 0, 254));
     }

@@ -8,7 +8,8 @@ use redis::{Cmd, Value};
 use tempfile::TempDir;
 
 use super::TestkitError;
-use super::server::{self, NodeSetup, RedisProcess};
+use super::proxy::{self, Proxies};
+use super::server::{self, NodeSetup, Proxied, RedisProcess};
 use super::views::{Deadline, Pending, Views};
 use super::wire::{self, NodeLine, SLOTS};
 
@@ -33,10 +34,15 @@ pub struct ClusterSpec {
     /// The `redis-server` binary; `None` looks at `$SHARDLOCK_REDIS_SERVER`,
     /// then `PATH`.
     pub redis_server: Option<PathBuf>,
+    /// Put every node behind blackholing proxies, so that network links can
+    /// be cut ([`TestCluster::cut`], [`TestCluster::isolate`], …); see the
+    /// module docs. At most 245 nodes.
+    pub proxied: bool,
 }
 
 impl Default for ClusterSpec {
-    /// 3 primaries with 1 replica each, 1 s node timeout, no password.
+    /// 3 primaries with 1 replica each, 1 s node timeout, no password, no
+    /// proxies.
     fn default() -> Self {
         ClusterSpec {
             primaries: 3,
@@ -44,6 +50,7 @@ impl Default for ClusterSpec {
             node_timeout: Duration::from_millis(1000),
             password: None,
             redis_server: None,
+            proxied: false,
         }
     }
 }
@@ -62,6 +69,8 @@ pub(super) struct ClusterInner {
     /// Primaries first, in slot order, then replicas grouped by primary.
     pub(super) nodes: Vec<RedisProcess>,
     pub(super) password: Option<String>,
+    /// In front of every node when the cluster is proxied.
+    pub(super) proxies: Option<Proxies>,
     _dir: TempDir,
 }
 
@@ -86,17 +95,41 @@ impl TestCluster {
                 "ClusterSpec.node_timeout must be at least 1 ms".into(),
             ));
         }
+        let total = spec
+            .primaries
+            .checked_mul(spec.replicas_per_primary.saturating_add(1))
+            .ok_or_else(|| {
+                TestkitError::InvalidArgument("ClusterSpec asks for too many nodes".into())
+            })?;
+        if spec.proxied && total > proxy::MAX_NODES {
+            return Err(TestkitError::InvalidArgument(format!(
+                "a proxied cluster has at most {} nodes (one loopback address each), not {total}",
+                proxy::MAX_NODES
+            )));
+        }
         let binary = server::find_redis_server(spec.redis_server.as_deref())?;
         let dir = tempfile::Builder::new()
             .prefix("shardlock-testkit-")
             .tempdir()?;
-        let total = spec.primaries * (1 + spec.replicas_per_primary);
+        let proxies = if spec.proxied {
+            Some(Proxies::start(total)?)
+        } else {
+            None
+        };
         let setups = (0..total)
             .map(|i| NodeSetup {
                 binary: binary.clone(),
                 dir: dir.path().join(format!("node-{i:02}")),
                 password: spec.password.clone(),
                 cluster_node_timeout: Some(spec.node_timeout),
+                proxied: proxies.as_ref().map(|p| {
+                    let (port, bus_port) = p.ports(i);
+                    Proxied {
+                        ip: proxy::node_ip(i),
+                        port,
+                        bus_port,
+                    }
+                }),
             })
             .collect();
         let nodes = server::launch_all(setups).await?;
@@ -105,6 +138,7 @@ impl TestCluster {
             inner: Arc::new(ClusterInner {
                 nodes,
                 password: spec.password,
+                proxies,
                 _dir: dir,
             }),
         };
@@ -116,7 +150,8 @@ impl TestCluster {
     }
 
     /// `redis://127.0.0.1:PORT` of every node started (`redis://:pw@…` with
-    /// a password), killed ones included.
+    /// a password), killed ones included. In a proxied cluster these are the
+    /// proxies' addresses, which the nodes announce.
     pub fn seeds(&self) -> Vec<String> {
         self.inner
             .nodes
@@ -125,7 +160,9 @@ impl TestCluster {
             .collect()
     }
 
-    /// `127.0.0.1:PORT` of every node started, primaries first.
+    /// `127.0.0.1:PORT` of every node started, primaries first: the
+    /// addresses the nodes announce (their proxies' in a proxied cluster),
+    /// by which every method names a node.
     pub fn addrs(&self) -> Vec<String> {
         self.inner
             .nodes
@@ -197,7 +234,10 @@ impl TestCluster {
 
     /// Sends one command to one node, directly (no routing, so `-MOVED` and
     /// `-ASK` come back as [`TestkitError::Redis`]); fails with
-    /// [`TestkitError::Timeout`] after 2 s without a reply.
+    /// [`TestkitError::Timeout`] after 2 s without a reply. In a proxied
+    /// cluster it goes to the node's own address, past its proxy, so a cut
+    /// never applies to it: it shows what a cut-off node believes. Every
+    /// other query of the test kit does the same.
     pub async fn command(&self, addr: &str, cmd: &Cmd) -> Result<Value, TestkitError> {
         self.command_with_timeout(addr, cmd, COMMAND_TIMEOUT).await
     }
@@ -254,7 +294,7 @@ impl ClusterInner {
         budget: Duration,
     ) -> Result<T, TestkitError> {
         let node = &self.nodes[index];
-        wire::query_once(node.addr(), node.url(), cmd, budget).await
+        wire::query_once(node.addr(), node.direct_url(), cmd, budget).await
     }
 
     /// Joins freshly started nodes into a cluster: distinct config epochs,
@@ -296,6 +336,7 @@ impl ClusterInner {
             let cluster_port = peer.cluster_port().ok_or_else(|| {
                 TestkitError::Unexpected("cluster node without a cluster port".into())
             })?;
+            // The announced address: through the proxies when proxied.
             let meet = redis::cmd("CLUSTER")
                 .arg("MEET")
                 .arg("127.0.0.1")
@@ -380,7 +421,8 @@ fn all_know_each_other(views: &Views, total: usize) -> Result<(), Pending> {
     Ok(())
 }
 
-/// `127.0.0.1:PORT`: every node binds loopback, so a port names a node.
+/// `127.0.0.1:PORT`: every node is known by a port on `127.0.0.1` (its own,
+/// or its proxy's on the same port number), so a port names a node.
 pub(super) fn addr_of_port(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }

@@ -277,9 +277,11 @@ impl SlotMigration {
             return Ok(None);
         }
         let target = &self.cluster.nodes[self.target];
+        // Straight to the target's own address, past its proxy (if any):
+        // moving keys is the test kit's doing, not traffic a cut applies to.
         let mut migrate = redis::cmd("MIGRATE");
         migrate
-            .arg("127.0.0.1")
+            .arg(target.direct_ip().to_string())
             .arg(target.port())
             .arg("")
             .arg(0)

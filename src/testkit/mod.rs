@@ -15,6 +15,48 @@
 //! - [`TestCluster::kill`], [`TestCluster::pause`], [`TestCluster::resume`],
 //!   [`TestCluster::restart`]: `SIGKILL`, `SIGSTOP`, `SIGCONT`, and a restart on
 //!   the same ports and `nodes.conf`.
+//! - Network partitions, in a cluster started with
+//!   [`ClusterSpec::proxied`]: [`TestCluster::cut_client`] (the client side
+//!   ↔ one node), [`TestCluster::isolate`] (one node ↔ every other node,
+//!   cluster bus and replication, while clients still reach it: split
+//!   brain), [`TestCluster::cut`] between any two [`Peer`]s,
+//!   [`TestCluster::heal`] and [`TestCluster::heal_all`].
+//!
+//! # Partitions: how a proxied cluster is wired
+//!
+//! Node `i` binds its own loopback address `127.0.0.(10+i)` (all of
+//! `127.0.0.0/8` is loopback on Linux) and makes its outgoing cluster-bus
+//! and replication connections from it (`bind-source-addr`). In front of it
+//! the test kit runs two TCP proxies on `127.0.0.1`, on the same two port
+//! numbers (client port and bus port), and the node announces those
+//! (`cluster-announce-ip 127.0.0.1`). So a node's public address stays
+//! `127.0.0.1:PORT`: [`TestCluster::seeds`], [`TestCluster::addrs`], the
+//! slot map and `INFO replication` all name the proxies, and every method
+//! takes those addresses. Clients, replication and the cluster bus
+//! (`CLUSTER MEET` included) all pass through a proxy; a proxy tells who is
+//! on the other end by the connection's source IP (`127.0.0.(10+j)` is node
+//! `j`, anything else is the client side). The test kit's own queries
+//! ([`TestCluster::command`], the waits, the slot-migration `MIGRATE`) go
+//! to the node's own address, past its proxy, so the kit still sees what a
+//! cut-off node believes.
+//!
+//! A cut is silent, as a real partition is: no byte passes either way on
+//! the connections open before it or on new ones, nothing is closed or
+//! reset, and what was sent waits (in kernel buffers, and at most 16 KiB
+//! per direction of a connection in the proxy) until the heal delivers it,
+//! late and in order. The peers see timeouts. What differs from a real
+//! network: `connect` succeeds at once while cut (the kernel completes the
+//! handshake) instead of timing out on unanswered SYNs, and a killed node's
+//! proxy accepts and then closes a connection instead of refusing it. A
+//! proxy rather than network namespaces: it needs no root, no `ip netns`
+//! and no veth pairs, and works on any Linux (and in containers).
+//!
+//! The proxies run on a dedicated OS thread with its own tokio runtime, so
+//! a busy or current-thread test runtime cannot stall them; dropping the
+//! cluster stops that thread and closes every proxied socket. Kill, pause,
+//! restart (same ports, same proxies), failover and migration work the same
+//! behind proxies. Without `proxied` (the default) nodes bind `127.0.0.1`
+//! directly and nothing changes.
 //!
 //! Guarantees:
 //! - Every wait polls a condition against a deadline and fails with
@@ -74,11 +116,15 @@
 //! (connect with a deadline; parse `INFO`, `CLUSTER SLOTS`, `CLUSTER NODES`),
 //! `views.rs` (what the live nodes believe, when they agree, polling with a
 //! deadline), `cluster.rs` ([`TestCluster`]: forming and queries), `faults.rs`
-//! (migration, failover, kill / pause / restart).
+//! (migration, failover, kill / pause / restart), `proxy.rs` (the
+//! blackholing proxies of a proxied cluster), `partition.rs` ([`Peer`],
+//! cutting and healing links).
 
 mod baseline;
 mod cluster;
 mod faults;
+mod partition;
+mod proxy;
 mod server;
 mod standalone;
 mod views;
@@ -89,6 +135,7 @@ use std::time::Duration;
 pub use baseline::redis_benchmark_set;
 pub use cluster::{ClusterSpec, TestCluster};
 pub use faults::SlotMigration;
+pub use partition::Peer;
 pub use standalone::{StandaloneServer, StandaloneSpec};
 
 /// How long a query waits for one node before treating it as down.

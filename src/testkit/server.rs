@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -72,6 +72,19 @@ pub(super) struct NodeSetup {
     pub(super) password: Option<String>,
     /// `cluster-node-timeout`; `None` starts a standalone server.
     pub(super) cluster_node_timeout: Option<Duration>,
+    /// Behind proxies: the node's own loopback address and its fixed
+    /// (client, bus) ports, whose `127.0.0.1` side the proxies hold. `None`:
+    /// the node binds `127.0.0.1` on free ports.
+    pub(super) proxied: Option<Proxied>,
+}
+
+/// Where a node behind proxies listens (see [`super::proxy`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Proxied {
+    /// `127.0.0.(10+i)`: bound, and the source of its outgoing connections.
+    pub(super) ip: Ipv4Addr,
+    pub(super) port: u16,
+    pub(super) bus_port: u16,
 }
 
 impl NodeSetup {
@@ -85,13 +98,22 @@ impl NodeSetup {
 }
 
 /// A `redis-server` child process on fixed ports. Dropping it kills it.
+///
+/// It has two addresses, equal unless it is behind proxies: its public one
+/// (`127.0.0.1:PORT`, what it announces, what clients and the other nodes
+/// use) and its direct one (what it binds, used by the test kit's own
+/// queries). Behind proxies both have the same port, on different IPs.
 #[derive(Debug)]
 pub(super) struct RedisProcess {
     setup: NodeSetup,
     port: u16,
     cluster_port: Option<u16>,
+    /// Public: `127.0.0.1:PORT`.
     addr: String,
     url: String,
+    /// Direct: `IP:PORT` the process binds.
+    direct_addr: String,
+    direct_url: String,
     /// `None` once the process has been killed and reaped.
     child: Mutex<Option<Child>>,
 }
@@ -114,9 +136,12 @@ impl RedisProcess {
         fs::create_dir_all(&setup.dir)?;
         let port = ports[0];
         let cluster_port = setup.cluster_node_timeout.map(|_| ports[1]);
+        let ip = setup.proxied.map_or(Ipv4Addr::LOCALHOST, |p| p.ip);
         let process = RedisProcess {
             addr: format!("127.0.0.1:{port}"),
-            url: wire::url(port, setup.password.as_deref()),
+            url: wire::url(Ipv4Addr::LOCALHOST, port, setup.password.as_deref()),
+            direct_addr: format!("{ip}:{port}"),
+            direct_url: wire::url(ip, port, setup.password.as_deref()),
             setup,
             port,
             cluster_port,
@@ -135,11 +160,12 @@ impl RedisProcess {
 
     fn command(&self) -> Result<Command, TestkitError> {
         let dir = &self.setup.dir;
+        let ip = self.setup.proxied.map_or(Ipv4Addr::LOCALHOST, |p| p.ip);
         let mut args: Vec<String> = vec![
             "--port".into(),
             self.port.to_string(),
             "--bind".into(),
-            "127.0.0.1".into(),
+            ip.to_string(),
             "--dir".into(),
             dir.display().to_string(),
             "--logfile".into(),
@@ -173,6 +199,22 @@ impl RedisProcess {
                 "no".into(),
             ]);
         }
+        if let Some(proxied) = self.setup.proxied {
+            // Redis 7.0 makes its cluster-bus and replication connections
+            // from `bind-source-addr` (checked with `ss -tnp`), which is how
+            // a proxy tells the nodes apart. `MIGRATE` and other blocking
+            // connects do not use it.
+            args.extend([
+                "--bind-source-addr".into(),
+                proxied.ip.to_string(),
+                "--cluster-announce-ip".into(),
+                "127.0.0.1".into(),
+                "--cluster-announce-port".into(),
+                proxied.port.to_string(),
+                "--cluster-announce-bus-port".into(),
+                proxied.bus_port.to_string(),
+            ]);
+        }
         if let Some(pw) = &self.setup.password {
             args.extend([
                 "--requirepass".into(),
@@ -201,6 +243,16 @@ impl RedisProcess {
 
     pub(super) fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL of [`RedisProcess::direct_addr`].
+    pub(super) fn direct_url(&self) -> &str {
+        &self.direct_url
+    }
+
+    /// The IP the process binds (`127.0.0.1` unless proxied).
+    pub(super) fn direct_ip(&self) -> Ipv4Addr {
+        self.setup.proxied.map_or(Ipv4Addr::LOCALHOST, |p| p.ip)
     }
 
     pub(super) fn port(&self) -> u16 {
@@ -302,8 +354,8 @@ impl RedisProcess {
                 )));
             }
             let last = match wire::query_once::<String>(
-                &self.addr,
-                &self.url,
+                &self.direct_addr,
+                &self.direct_url,
                 &ping,
                 Duration::from_millis(250),
             )
@@ -358,15 +410,27 @@ impl Drop for RedisProcess {
     }
 }
 
-/// Starts every node, each on fresh free ports, and waits until all answer
-/// `PING`. A node that exits at startup is retried on new ports. On error,
-/// the processes already started are killed (dropped).
+/// Starts every node, each on fresh free ports (or a proxied node's fixed
+/// ones), and waits until all answer `PING`. A node on free ports that
+/// exits at startup is retried on new ports; a proxied one is not (the
+/// proxies hold its ports on `127.0.0.1`, so no other process can take them
+/// on its own address). On error, the processes already started are
+/// killed (dropped).
 pub(super) async fn launch_all(setups: Vec<NodeSetup>) -> Result<Vec<RedisProcess>, TestkitError> {
     let per_node: Vec<usize> = setups.iter().map(NodeSetup::ports_needed).collect();
-    let mut ports = free_ports(per_node.iter().sum())?.into_iter();
+    let free: usize = setups
+        .iter()
+        .zip(&per_node)
+        .filter(|(s, _)| s.proxied.is_none())
+        .map(|(_, n)| n)
+        .sum();
+    let mut ports = free_ports(free)?.into_iter();
     let mut nodes = Vec::with_capacity(setups.len());
     for (setup, n) in setups.iter().zip(&per_node) {
-        let mine: Vec<u16> = ports.by_ref().take(*n).collect();
+        let mine: Vec<u16> = match setup.proxied {
+            Some(p) => vec![p.port, p.bus_port],
+            None => ports.by_ref().take(*n).collect(),
+        };
         nodes.push(RedisProcess::spawn(setup.clone(), &mine, true)?);
     }
     // All processes boot in parallel; waiting in order costs the slowest.
@@ -375,7 +439,9 @@ pub(super) async fn launch_all(setups: Vec<NodeSetup>) -> Result<Vec<RedisProces
         loop {
             match nodes[i].wait_ready(STARTUP_TIMEOUT).await {
                 Ok(()) => break,
-                Err(StartFailure::Exited(_)) if attempt < SPAWN_ATTEMPTS => {
+                Err(StartFailure::Exited(_))
+                    if attempt < SPAWN_ATTEMPTS && setup.proxied.is_none() =>
+                {
                     attempt += 1;
                     let fresh_ports = free_ports(per_node[i])?;
                     nodes[i] = RedisProcess::spawn(setup.clone(), &fresh_ports, true)?;

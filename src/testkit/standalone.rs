@@ -55,6 +55,7 @@ impl StandaloneServer {
             dir: dir.path().join("standalone"),
             password: spec.password,
             cluster_node_timeout: None,
+            proxied: None,
         };
         let mut nodes = server::launch_all(vec![setup]).await?;
         let process = nodes

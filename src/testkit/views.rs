@@ -94,7 +94,7 @@ impl ClusterInner {
                 silent.push(format!("{} is not running", node.addr()));
                 continue;
             }
-            let (addr, url) = (node.addr().to_owned(), node.url().to_owned());
+            let (addr, url) = (node.addr().to_owned(), node.direct_url().to_owned());
             tasks.spawn(async move {
                 let view =
                     tokio::time::timeout(NODE_QUERY_TIMEOUT, view_of(index, &addr, &url)).await;

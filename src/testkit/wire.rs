@@ -4,6 +4,7 @@
 //! paused or restarted since the last call, and a cached connection would
 //! carry that history into the next question.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -81,11 +82,11 @@ pub(super) async fn query_once<T: FromRedisValue>(
     session.query(cmd, left).await
 }
 
-/// `redis://127.0.0.1:PORT`, or `redis://:PASSWORD@127.0.0.1:PORT`.
-pub(super) fn url(port: u16, password: Option<&str>) -> String {
+/// `redis://IP:PORT`, or `redis://:PASSWORD@IP:PORT`.
+pub(super) fn url(ip: Ipv4Addr, port: u16, password: Option<&str>) -> String {
     match password {
-        None => format!("redis://127.0.0.1:{port}"),
-        Some(pw) => format!("redis://:{}@127.0.0.1:{port}", percent_encode(pw)),
+        None => format!("redis://{ip}:{port}"),
+        Some(pw) => format!("redis://:{}@{ip}:{port}", percent_encode(pw)),
     }
 }
 
@@ -342,9 +343,12 @@ mod tests {
     #[test]
     fn passwords_are_escaped_in_urls() {
         assert_eq!(
-            url(7000, Some("a b@c")),
+            url(Ipv4Addr::LOCALHOST, 7000, Some("a b@c")),
             "redis://:a%20b%40c@127.0.0.1:7000"
         );
-        assert_eq!(url(7000, None), "redis://127.0.0.1:7000");
+        assert_eq!(
+            url(Ipv4Addr::new(127, 0, 0, 11), 7000, None),
+            "redis://127.0.0.11:7000"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod exclusion;
 mod fencing;
 mod many;
 mod metrics;
+mod partition;
 mod renewal;
 mod shutdown;
 mod storms;
